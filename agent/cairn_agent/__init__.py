@@ -1,0 +1,1 @@
+"""Cairn agent: the in-pod checkpointing library imported by every training rank."""

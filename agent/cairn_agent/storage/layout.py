@@ -1,0 +1,126 @@
+"""Every on-disk name Cairn reads or writes, in one place (DESIGN.md §3).
+
+Retention, load and tools parse names only through this module. The layout is exactly
+Megatron-LM / Megatron-Bridge ``torch_dist`` output plus one Cairn file per iteration
+(``cairn.manifest.json``) and Cairn's own hidden bookkeeping (staging dirs, generation file).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+# --- root level -------------------------------------------------------------------------------
+TRACKER_PREFIX = "latest"
+TRACKER_FILENAME = "latest_checkpointed_iteration.txt"
+LATEST_TRAIN_STATE_FILENAME = f"{TRACKER_PREFIX}_train_state.pt"
+RELEASE_NAME = "release"
+NON_PERSISTENT_SUBDIR = "non_persistent"
+DATALOADER_SUBDIR = "energon"
+GENERATION_FILENAME = ".cairn.generation"
+
+# --- iteration directory ----------------------------------------------------------------------
+ITERATION_DIR_FORMAT = "iter_{:07d}"
+METADATA_JSON = "metadata.json"
+COMMON_PT = "common.pt"
+DCP_METADATA = ".metadata"
+TRAIN_STATE_FILENAME = "train_state.pt"
+RUN_CONFIG_FILENAME = "run_config.yaml"
+MANIFEST_FILENAME = "cairn.manifest.json"
+DISTCP_SUFFIX = ".distcp"
+DATALOADER_FILE_FORMAT = "train_dataloader_dprank{:03d}.pt"
+
+# What megatron-core writes into metadata.json for a torch_dist checkpoint.
+TORCH_DIST_METADATA = {
+    "sharded_backend": "torch_dist",
+    "sharded_backend_version": 1,
+    "common_backend": "torch",
+    "common_backend_version": 1,
+}
+
+# --- staging (uncommitted) directories --------------------------------------------------------
+# A save writes into a hidden sibling of its final directory; only a rename makes it visible.
+# The name carries the iteration and the writer's restart generation so that start-up GC and
+# tools can tell whose leftover it is.
+STAGING_PREFIX = ".cairn-staging."
+_STAGING_RE = re.compile(r"^\.cairn-staging\.(?P<final>iter_\d{7}|release)\.g(?P<gen>\d+)\.(?P<nonce>[0-9a-f]+)$")
+_ITER_RE = re.compile(r"^iter_(\d{7,})$")
+
+# --- node-local (nvidia-resiliency-ext) layout ------------------------------------------------
+LOCAL_FILE_FORMAT = "iter_{:07d}_{}_local.pt"
+LOCAL_DIRTY_FILE_FORMAT = "iter_{:07d}_{}_local.dirty.pt"
+_LOCAL_RE = re.compile(r"^iter_(?P<it>\d{7,})_(?P<origin>\d+)_local\.pt$")
+
+
+def iteration_dir_name(iteration: int, release: bool = False) -> str:
+    """``iter_0000100`` for iteration 100, or ``release``."""
+    if release:
+        return RELEASE_NAME
+    if iteration < 0:
+        raise ValueError(f"iteration must be non-negative, got {iteration}")
+    return ITERATION_DIR_FORMAT.format(iteration)
+
+
+def iteration_dir(root: str | Path, iteration: int, release: bool = False) -> Path:
+    """Path of the iteration directory under a checkpoint root."""
+    return Path(root) / iteration_dir_name(iteration, release)
+
+
+def parse_iteration_dir_name(name: str) -> int | None:
+    """The iteration of an ``iter_NNNNNNN`` name, or None for any other name."""
+    match = _ITER_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def tracker_path(root: str | Path) -> Path:
+    return Path(root) / TRACKER_FILENAME
+
+
+def latest_train_state_path(root: str | Path) -> Path:
+    return Path(root) / LATEST_TRAIN_STATE_FILENAME
+
+
+def generation_path(root: str | Path) -> Path:
+    return Path(root) / GENERATION_FILENAME
+
+
+def non_persistent_dir(save_root: str | Path, configured: str | Path | None = None) -> Path:
+    """Where global non-persistent checkpoints go: the configured dir or ``<save>/non_persistent``."""
+    return Path(configured) if configured else Path(save_root) / NON_PERSISTENT_SUBDIR
+
+
+def staging_dir_name(final_name: str, generation: int, nonce: str) -> str:
+    """Hidden sibling name a save writes into before its commit rename."""
+    return f"{STAGING_PREFIX}{final_name}.g{generation}.{nonce}"
+
+
+def parse_staging_dir_name(name: str) -> tuple[str, int] | None:
+    """``(final_name, generation)`` of a staging directory name, or None."""
+    match = _STAGING_RE.match(name)
+    return (match.group("final"), int(match.group("gen"))) if match else None
+
+
+def distcp_file_name(rank: int, index: int) -> str:
+    """Shard file name megatron-core's torch_dist strategy uses: ``__<rank>_<i>.distcp``."""
+    return f"__{rank}_{index}{DISTCP_SUFFIX}"
+
+
+def dataloader_state_path(dataloader_root: str | Path, iteration: int, dp_rank: int) -> Path:
+    return iteration_dir(dataloader_root, iteration) / DATALOADER_FILE_FORMAT.format(dp_rank)
+
+
+def local_rank_dir(local_root: str | Path, rank: int, session_id: str = "") -> Path:
+    """nvidia-resiliency-ext's per-rank local checkpoint directory: ``<root>/<session>/<rank>``."""
+    base = Path(local_root) / session_id if session_id else Path(local_root)
+    return base / str(rank)
+
+
+def local_file_name(iteration: int, origin_rank: int, dirty: bool = False) -> str:
+    fmt = LOCAL_DIRTY_FILE_FORMAT if dirty else LOCAL_FILE_FORMAT
+    return fmt.format(iteration, origin_rank)
+
+
+def parse_local_file_name(name: str) -> tuple[int, int] | None:
+    """``(iteration, origin_rank)`` of a clean local checkpoint file name, or None."""
+    match = _LOCAL_RE.match(name)
+    return (int(match.group("it")), int(match.group("origin"))) if match else None

@@ -1,0 +1,1 @@
+"""Cairn operator: manages Checkpoint custom resources (kopf)."""
