@@ -124,3 +124,54 @@ def parse_local_file_name(name: str) -> tuple[int, int] | None:
     """``(iteration, origin_rank)`` of a clean local checkpoint file name, or None."""
     match = _LOCAL_RE.match(name)
     return (int(match.group("it")), int(match.group("origin"))) if match else None
+
+
+# --- Cairn's other hidden bookkeeping names ---------------------------------------------------
+# Every name below starts with "." so Megatron's ``iter_*`` globs and Cairn's listing never see
+# it; start-up GC recognises each kind only through the parsers here.
+ATOMIC_TMP_PREFIX = ".cairn-tmp."
+TRASH_PREFIX = ".cairn-trash."
+REPLACED_PREFIX = ".cairn-replaced."
+_ATOMIC_TMP_RE = re.compile(r"^\.cairn-tmp\.(?P<final>.+)\.(?P<nonce>[0-9a-f]+)$")
+_TRASH_RE = re.compile(r"^\.cairn-trash\.(?P<final>iter_\d{7,}|release)\.(?P<nonce>[0-9a-f]+)$")
+_REPLACED_RE = re.compile(
+    r"^\.cairn-replaced\.(?P<final>iter_\d{7,}|release)\.(?P<nonce>[0-9a-f]+)$"
+)
+
+
+def atomic_tmp_name(final_name: str, nonce: str) -> str:
+    """Hidden sibling an atomic write fills and fsyncs before ``os.replace`` onto ``final_name``."""
+    return f"{ATOMIC_TMP_PREFIX}{final_name}.{nonce}"
+
+
+def parse_atomic_tmp_name(name: str) -> str | None:
+    """The final name an atomic-write temp file was meant to replace, or None."""
+    match = _ATOMIC_TMP_RE.match(name)
+    return match.group("final") if match else None
+
+
+def trash_dir_name(final_name: str, nonce: str) -> str:
+    """Hidden name a directory is renamed to before it is deleted (so it is never half-visible)."""
+    return f"{TRASH_PREFIX}{final_name}.{nonce}"
+
+
+def parse_trash_dir_name(name: str) -> str | None:
+    """The iteration dir name a trash directory used to have, or None."""
+    match = _TRASH_RE.match(name)
+    return match.group("final") if match else None
+
+
+def replaced_dir_name(final_name: str, nonce: str) -> str:
+    """Hidden name a committed dir is moved to while a re-save of the same iteration lands."""
+    return f"{REPLACED_PREFIX}{final_name}.{nonce}"
+
+
+def parse_replaced_dir_name(name: str) -> str | None:
+    """The iteration dir name a replaced (moved-aside) directory used to have, or None."""
+    match = _REPLACED_RE.match(name)
+    return match.group("final") if match else None
+
+
+def is_iteration_dir_name(name: str) -> bool:
+    """True for ``iter_NNNNNNN`` and ``release``."""
+    return name == RELEASE_NAME or parse_iteration_dir_name(name) is not None
