@@ -21,10 +21,10 @@ demo: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/cairn demo
 
 test: venv
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider -m "not soak" tests
 
 soak: venv
-	PATH=$(CURDIR)/$(BIN):$$PATH CAIRN_SOAK=1 $(BIN)/python -m pytest -q tests -m slow
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider -m soak tests
 
 bench: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m bench.run_all
