@@ -1,0 +1,179 @@
+"""The CRD's schema: what the agent and operator write survives; users get defaults and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cairn_agent import contract
+from cairn_operator.sandbox import (
+    DEFAULT_CRD_PATH,
+    prune_checkpoint,
+    pruned_checkpoint_fields,
+    validate_checkpoint,
+)
+from cairn_operator.sandbox.cel import all_rules
+from cairn_operator.sandbox.schema import checkpoint_version
+from cairn_operator.sandbox.structural import normalize
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "checkpoints").glob("*.yaml"))
+NOW = "2026-11-29T04:00:00Z"
+
+AGENT_STATUS: dict[str, Any] = {
+    contract.SAVED_ITERATIONS: [
+        {"iteration": 2000, "committedAt": NOW, "bytes": 123456789, "files": 17,
+         "manifestDigest": "sha256:ab12", "verified": True},
+    ],
+    contract.LATEST_COMMITTED: 2000,
+    contract.LATEST_LOCAL: 2100,
+    contract.LAST_SAVE_TIME: NOW,
+    contract.SAVE_IN_PROGRESS: {"iteration": 3000, "phase": "Writing", "startedAt": NOW, "async": True},
+    contract.ASYNC_WORKER: {"state": "Running", "heartbeatTime": NOW, "pid": 4242},
+    contract.LAST_RESUME: {"iteration": 1000, "source": "tracker", "time": NOW, "generation": 2},
+    contract.CORRUPT_ITERATIONS: [{"iteration": 900, "file": "iter_0000900/__0_0.distcp",
+                                   "check": "crc32", "time": NOW}],
+    contract.AGENT_GENERATION: 2,
+}
+OPERATOR_STATUS: dict[str, Any] = {
+    contract.CONDITIONS: [{"type": contract.COND_VALID, "status": "True", "observedGeneration": 1,
+                           "lastTransitionTime": NOW, "reason": "PolicyAccepted", "message": "ok"}],
+    contract.PHASE: "Ready",
+    contract.RESUME_FROM: {"iteration": 2000, "path": "/checkpoints/job/iter_0002000",
+                           "source": "LatestVerified", "reason": "newest verified"},
+    contract.RETENTION: {"retainedCount": 3, "retainedBytes": 10, "plannedDeletions": [1000],
+                         "lastRun": NOW, "dryRun": False},
+    contract.RESTARTS: {"count": 1, "lastRestartTime": NOW, "lastResumedIteration": 1000},
+    contract.OBSERVED_GENERATION: 1,
+}
+
+
+def _with_status(status: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": contract.API_VERSION, "kind": contract.KIND, "metadata": {"name": "job"},
+            "spec": {"storage": {"persistent": {"claimName": "p", "mountPath": "/c", "path": "/c/job"}}},
+            "status": status}
+
+
+def test_crd_names_match_the_contract() -> None:
+    crd = yaml.safe_load(DEFAULT_CRD_PATH.read_text())
+    names = crd["spec"]["names"]
+    assert crd["metadata"]["name"] == contract.CRD_NAME
+    assert (crd["spec"]["group"], names["kind"], names["plural"]) == (contract.GROUP, contract.KIND, contract.PLURAL)
+    assert names["shortNames"] == [contract.SHORT_NAME] and crd["spec"]["scope"] == "Namespaced"
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == contract.VERSION and version["served"] and version["storage"]
+    assert version["subresources"] == {"status": {}}
+
+
+def test_printer_columns() -> None:
+    columns = {c["name"]: (c["type"], c["jsonPath"]) for c in checkpoint_version().printer_columns}
+    assert columns == {
+        "Latest": ("integer", ".status.latestCommittedIteration"),
+        "Resume-From": ("integer", ".status.resumeFrom.iteration"),
+        "Phase": ("string", ".status.phase"),
+        "Last-Save": ("date", ".status.lastSaveTime"),
+        "Age": ("date", ".metadata.creationTimestamp"),
+    }
+
+
+def test_every_contract_status_key_is_declared() -> None:
+    declared = set(checkpoint_version().schema["properties"]["status"]["properties"])
+    assert contract.AGENT_STATUS_KEYS | contract.OPERATOR_STATUS_KEYS | {"kopf"} == declared
+    assert set(AGENT_STATUS) == contract.AGENT_STATUS_KEYS
+    assert set(OPERATOR_STATUS) == contract.OPERATOR_STATUS_KEYS
+
+
+@pytest.mark.parametrize("status", [AGENT_STATUS, OPERATOR_STATUS], ids=["agent", "operator"])
+def test_writers_status_is_valid_and_nothing_is_pruned(status: dict[str, Any]) -> None:
+    obj = _with_status(status)
+    assert validate_checkpoint(obj) == []
+    assert pruned_checkpoint_fields(obj) == []
+    assert prune_checkpoint(obj) == obj
+
+
+def test_unknown_fields_are_pruned_but_kopf_progress_is_kept() -> None:
+    obj = _with_status({"phase": "Ready", "kopf": {"progress": {"h": {"retries": 1}}}, "typo": 1})
+    obj["spec"]["retention"] = {"keepLast": 4, "keepLastt": 9}
+    assert pruned_checkpoint_fields(obj) == ["spec.retention.keepLastt", "status.typo"]
+    pruned = prune_checkpoint(obj)
+    assert pruned["spec"]["retention"] == {"keepLast": 4}
+    assert pruned["status"] == {"phase": "Ready", "kopf": {"progress": {"h": {"retries": 1}}}}
+
+
+def test_save_in_progress_may_be_null() -> None:
+    obj = _with_status({contract.SAVE_IN_PROGRESS: None, contract.PHASE: None})
+    assert validate_checkpoint(obj) == []
+    assert prune_checkpoint(obj)["status"] == {contract.SAVE_IN_PROGRESS: None}
+
+
+def test_defaults_fill_an_empty_policy() -> None:
+    spec = normalize(_with_status({}), checkpoint_version().schema)["spec"]
+    assert spec["deletionPolicy"] == "Retain"
+    assert spec["retention"] == {"keepLast": 3, "dryRun": False}
+    assert spec["resume"] == {"policy": "LatestVerified"}
+    assert spec["asyncWorker"]["enabled"] is False and spec["asyncWorker"]["heartbeatTimeoutSeconds"] == 120
+
+
+@pytest.mark.parametrize(
+    ("patch", "fragment"),
+    [
+        ({"spec": {"deletionPolicy": "Purge"}}, 'spec.deletionPolicy: Unsupported value'),
+        ({"spec": {"retention": {"keepLast": 0}}}, "spec.retention.keepLast"),
+        ({"spec": {"save": {"interval": 0}}}, "spec.save.interval"),
+        ({"spec": {"resume": {"policy": "Newest"}}}, "spec.resume.policy: Unsupported value"),
+        ({"status": {contract.LAST_SAVE_TIME: "yesterday"}}, "status.lastSaveTime"),
+        ({"status": {contract.SAVE_IN_PROGRESS: {"phase": "Uploading"}}}, "status.saveInProgress.phase"),
+        ({"spec": {"storage": {}}}, "spec.storage.persistent: Required value"),
+    ],
+)
+def test_schema_errors_name_the_field(patch: dict[str, Any], fragment: str) -> None:
+    obj = _with_status({})
+    for key, value in patch.items():
+        obj[key] = {**obj[key], **value} if key == "spec" else value
+    errors = validate_checkpoint(obj)
+    assert any(fragment in error for error in errors), errors
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_valid_and_lose_nothing(path: Path) -> None:
+    obj = yaml.safe_load(path.read_text())
+    assert validate_checkpoint(obj) == []
+    assert pruned_checkpoint_fields(obj) == []
+
+
+def test_examples_exist() -> None:
+    assert len(EXAMPLES) >= 3
+
+
+def test_crd_manifest_is_a_valid_kubernetes_object() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    crd = yaml.safe_load(DEFAULT_CRD_PATH.read_text())
+    kubernetes_validate.validate(crd, "1.30", strict=True)
+
+
+def test_cel_rules_read_only_bounded_values() -> None:
+    # A real API server rejects a CRD whose rules' estimated cost is unbounded: every string and
+    # list a rule reads must declare maxLength / maxItems.
+    def node(path: str) -> dict[str, Any]:
+        schema = checkpoint_version().schema
+        for part in path.split("."):
+            schema = schema["properties"][part]
+        return schema
+
+    for path, _ in all_rules(checkpoint_version().schema):
+        schema = node(path)
+        if schema["type"] == "string":
+            assert "maxLength" in schema, path
+        if schema["type"] == "array":
+            assert "maxItems" in schema, path
+        for sub in (schema.get("properties") or {}).values():
+            if sub.get("type") == "string":
+                assert "maxLength" in sub or "enum" in sub, path
+
+
+def test_unchanged_fields_are_not_validated_again_on_update() -> None:
+    stored = _with_status({contract.LAST_SAVE_TIME: "yesterday", contract.PHASE: "Ready"})
+    update = _with_status({contract.LAST_SAVE_TIME: "yesterday", contract.PHASE: "Degraded"})
+    assert validate_checkpoint(update, stored) == []
+    assert any("status.lastSaveTime" in error for error in validate_checkpoint(update))
