@@ -1,0 +1,84 @@
+"""Retention: ``status.retention`` always; a ``cairn gc`` Job when the job is not running.
+
+The plan comes from the one planner (``cairn_agent.storage.retention``) over what the agent
+reported; the Job re-plans on disk with the same policy and protections. Its name is a digest
+of its command and plan, so the same plan never starts a second Job, even across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import kopf
+from cairn_agent import contract
+
+from cairn_operator import k8s
+from cairn_operator.handlers.common import (
+    LEDGER_ANNOTATION,
+    Obj,
+    OperatorContext,
+    annotation,
+    key_of,
+    pending_status,
+    post_event,
+    ref,
+    set_status,
+    status_of,
+)
+from cairn_operator.reconcile import conditions, gc_job, restarts
+from cairn_operator.reconcile.retention_plan import (
+    RetentionView,
+    gc_arguments,
+    job_active,
+    plan_for,
+    retention_summary,
+)
+from cairn_operator.reconcile.spec import SpecView, read_spec
+
+log = logging.getLogger(__name__)
+PURPOSE = "retention"
+
+
+async def _ensure_gc_job(obj: Obj, spec: SpecView, view: RetentionView, ctx: OperatorContext) -> str:
+    """Create (or find) the retention Job; return when it was created (``lastRun``)."""
+    namespace, name = key_of(obj)
+    command = gc_arguments(spec, view.protected)
+    job_name = gc_job.job_name(name, PURPOSE, [*command, *map(str, view.plan.delete)])
+    known = ctx.known_jobs.get((namespace, job_name))
+    if known is not None:
+        return known
+    job = gc_job.build_gc_job(
+        name=job_name, namespace=namespace, checkpoint=name,
+        owner_uid=(obj.get("metadata") or {}).get("uid"), purpose=PURPOSE,
+        claim_name=spec.claim_name, mount_path=spec.mount_path, command=command,
+        image=ctx.settings.gc_image, service_account=ctx.settings.gc_service_account,
+        backoff_limit=ctx.settings.gc_backoff_limit,
+    )
+    found, created = await k8s.create_if_absent(
+        k8s.job_url(namespace), job, settings=ctx.kopf_settings, logger=log
+    )
+    if created:
+        message = f"Job {job_name} deletes iterations {list(view.plan.delete)}: {' '.join(command)}"
+        log.info("%s: retention: %s", ref(obj), message)
+        post_event(obj, "Normal", "RetentionJobCreated", message)
+    stamp = (found.get("metadata") or {}).get("creationTimestamp")
+    last_run = str(stamp) if stamp else conditions.format_time(ctx.clock())
+    ctx.known_jobs[(namespace, job_name)] = last_run
+    return last_run
+
+
+async def reconcile(obj: Obj, patch: kopf.Patch, ctx: OperatorContext) -> None:
+    """Publish the plan; run it in a Job when the training job is not running."""
+    spec = read_spec(obj.get("spec") or {})
+    status = status_of(obj)
+    resume = pending_status(obj, patch, contract.RESUME_FROM) or {}
+    view = plan_for(spec, status, resume_iteration=resume.get("iteration"))
+    last_run = (status.get(contract.RETENTION) or {}).get("lastRun")
+    ledger = restarts.load_ledger(annotation(obj, LEDGER_ANNOTATION))
+    active = job_active(spec, status, now=ctx.clock(), pods_running=restarts.job_running(ledger))
+    if view.plan.delete and not spec.dry_run and not active:
+        last_run = await _ensure_gc_job(obj, spec, view, ctx)
+    summary = retention_summary(
+        view, spec, max_listed=ctx.settings.max_planned_deletions, last_run=last_run
+    )
+    set_status(obj, patch, contract.RETENTION, summary)
