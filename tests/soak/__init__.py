@@ -1,0 +1,1 @@
+"""Soak tests (``make soak``): long randomised kill loops; deselected by ``make test``."""
