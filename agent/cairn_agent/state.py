@@ -1,0 +1,177 @@
+"""Training progress (``TrainState``) and the per-process state save and load use (``GlobalState``).
+
+``TrainState`` is serialized exactly as Megatron-Bridge does (0-d tensors, one per field) so
+``train_state.pt`` / ``latest_train_state.pt`` are interchangeable with Bridge's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from cairn_agent.config import ConfigContainer
+from cairn_agent.contract import ENV_GENERATION
+
+if TYPE_CHECKING:
+    from cairn_agent.async_save import AsyncSaveQueue
+
+logger = logging.getLogger(__name__)
+
+_TENSOR_DTYPES: dict[str, torch.dtype] = {
+    "step": torch.int64,
+    "consumed_train_samples": torch.int64,
+    "skipped_train_samples": torch.int64,
+    "consumed_valid_samples": torch.int64,
+    "floating_point_operations_so_far": torch.float64,
+    "do_train": torch.bool,
+    "do_valid": torch.bool,
+    "do_test": torch.bool,
+}
+_PYTHON_TYPES: dict[torch.dtype, type] = {torch.int64: int, torch.float64: float, torch.bool: bool}
+
+
+@dataclass(kw_only=True)
+class TrainState:
+    """Training progress saved with every checkpoint (Megatron-Bridge ``TrainState``)."""
+
+    step: int = 0
+    """Completed optimizer steps; equals the ``iter_N`` suffix of the checkpoint."""
+    consumed_train_samples: int = 0
+    """Training samples consumed so far; the data sampler resumes from here."""
+    skipped_train_samples: int = 0
+    """Training samples skipped (e.g. by loss-spike handling)."""
+    consumed_valid_samples: int = 0
+    """Validation samples consumed so far."""
+    floating_point_operations_so_far: float = 0.0
+    """Model FLOPs executed so far."""
+    do_train: bool = False
+    """Whether training is enabled for this run."""
+    do_valid: bool = False
+    """Whether validation is enabled for this run."""
+    do_test: bool = False
+    """Whether testing is enabled for this run."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every field as a 0-d tensor (int64 counters, float64 FLOPs, bool flags)."""
+        return {
+            name: torch.tensor(getattr(self, name), dtype=dtype)
+            for name, dtype in _TENSOR_DTYPES.items()
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore every field; a missing key raises ``KeyError`` naming it."""
+        missing = [name for name in _TENSOR_DTYPES if name not in state_dict]
+        if missing:
+            raise KeyError(f"train state is missing {missing}")
+        for name, dtype in _TENSOR_DTYPES.items():
+            value = state_dict[name]
+            value = value.item() if isinstance(value, torch.Tensor) else value
+            setattr(self, name, _PYTHON_TYPES[dtype](value))
+
+
+def generation_from_env(environ: dict[str, str] | None = None) -> int:
+    """Restart generation of this pod from ``CAIRN_GENERATION`` (0 when unset)."""
+    raw = (os.environ if environ is None else environ).get(ENV_GENERATION, "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit():
+        raise ValueError(f"{ENV_GENERATION}={raw!r} must be a non-negative integer")
+    return int(raw)
+
+
+class GlobalState:
+    """Everything save and load need besides the model: config, progress, rank, async queue.
+
+    Bridge code builds it empty and assigns ``cfg`` later; both styles work here.
+    """
+
+    def __init__(
+        self, cfg: ConfigContainer | None = None, train_state: TrainState | None = None
+    ) -> None:
+        self._cfg = cfg
+        self.train_state = train_state if train_state is not None else TrainState()
+        self.generation = generation_from_env()
+        self._async_calls_queue: AsyncSaveQueue | None = None
+        # Iteration this process resumed from; retention never deletes it.
+        self.resumed_iteration: int | None = None
+        # Checkpoints the last load skipped as unloadable: (directory, reason).
+        self.skipped_checkpoints: list[tuple[str, str]] = []
+        # Where the dataloader state of the resumed iteration lives (maybe_load_dataloader_state).
+        self.dataloader_state_dir: str | None = None
+        # Checkpoint roots whose staging leftovers this process already removed.
+        self.gc_done_roots: set[Path] = set()
+
+    @property
+    def cfg(self) -> ConfigContainer:
+        if self._cfg is None:
+            raise ValueError("GlobalState.cfg is not set; assign a ConfigContainer first")
+        return self._cfg
+
+    @cfg.setter
+    def cfg(self, value: ConfigContainer) -> None:
+        self._cfg = value
+
+    @property
+    def rank(self) -> int:
+        return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+    @property
+    def world_size(self) -> int:
+        return torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+
+    @property
+    def async_calls_queue(self) -> AsyncSaveQueue | None:
+        """The async save queue, created on first use when ``cfg.checkpoint.async_save``."""
+        if (
+            self._async_calls_queue is None
+            and self._cfg is not None
+            and self.cfg.checkpoint.async_save
+        ):
+            from cairn_agent.async_save import AsyncSaveQueue  # torch-heavy; only when async is on
+
+            self._async_calls_queue = AsyncSaveQueue(
+                persistent=self.cfg.checkpoint.use_persistent_ckpt_worker
+            )
+            logger.info("rank %d: async checkpoint queue created", self.rank)
+        return self._async_calls_queue
+
+    def initialize_async_checkpoint_worker(self) -> None:
+        """Start the persistent async worker now rather than at the first save (Bridge API)."""
+        ckpt = self.cfg.checkpoint
+        if ckpt.save is not None and ckpt.async_save and ckpt.use_persistent_ckpt_worker:
+            self.async_calls_queue  # noqa: B018 - touching the property creates the worker
+
+    def close_async_queue(self) -> None:
+        """Close the async queue (after its last finalize); a later save creates a new one."""
+        if self._async_calls_queue is not None:
+            self._async_calls_queue.close()
+            self._async_calls_queue = None
+
+
+_CAIRN_FIELDS: dict[str, Any] = {
+    "resumed_iteration": None,
+    "skipped_checkpoints": list,
+    "dataloader_state_dir": None,
+    "gc_done_roots": set,
+}
+
+
+def adopt_global_state(state: Any) -> Any:
+    """Give a foreign (e.g. Megatron-Bridge) ``GlobalState`` the attributes Cairn keeps on it.
+
+    Lets a Bridge training script switch only its ``checkpointing`` import: its own state
+    object keeps working for synchronous saves and loads. Returns ``state`` itself.
+    """
+    if isinstance(state, GlobalState):
+        return state
+    if not hasattr(state, "generation"):
+        state.generation = generation_from_env()
+    for name, default in _CAIRN_FIELDS.items():
+        if not hasattr(state, name):
+            setattr(state, name, default() if callable(default) else default)
+    return state

@@ -1,0 +1,28 @@
+"""Rank body: saves and a resume with status reporting on (``CAIRN_CHECKPOINT`` set)."""
+
+from __future__ import annotations
+
+import os
+
+from cairn_agent import reporting
+
+from tests.api._workload import Job
+
+
+def report_saves_and_resume(rank: int, world: int, root: str, env: dict[str, str]) -> bool:
+    # Ranks start from a preloaded forkserver, whose environment predates the test's: the
+    # pod environment (CAIRN_CHECKPOINT, KUBECONFIG) is handed over explicitly.
+    os.environ.update(env)
+    job = Job(rank, 0, save=root, load=root, most_recent_k=1)
+    for _ in range(2):
+        job.step()
+        job.save()
+    resumed = Job(rank, 1, load=root)
+    resumed.load()
+    flushed = True
+    for state in (job.state, resumed.state):
+        target = reporting.reporter(state)
+        if target is not None:  # rank 0 only
+            flushed = target.flush(timeout=30) and flushed
+            target.close()
+    return flushed

@@ -1,0 +1,79 @@
+"""With ``CAIRN_CHECKPOINT`` set, rank 0 reports commits, retention and the resume point to the
+Checkpoint's status (here a stand-in API server over real HTTP)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from tests.api._reporting import report_saves_and_resume
+from tests.distributed import run_ranks
+
+
+class _StatusApi(BaseHTTPRequestHandler):
+    patches: ClassVar[list[dict[str, Any]]] = []
+
+    def _reply(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._reply({"status": {}})
+
+    def do_PATCH(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        patch = json.loads(self.rfile.read(length))
+        type(self).patches.append({"path": self.path, **patch})
+        self._reply({"status": patch.get("status", {})})
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def status_api(tmp_path: Path) -> Iterator[tuple[list[dict[str, Any]], dict[str, str]]]:
+    """(patches received, pod environment that points the reporter at this server)."""
+    _StatusApi.patches = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "current-context": "test",
+                "contexts": [{"name": "test", "context": {"cluster": "c", "user": "u"}}],
+                "clusters": [
+                    {"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}
+                ],
+                "users": [{"name": "u", "user": {}}],
+            }
+        )
+    )
+    yield _StatusApi.patches, {"KUBECONFIG": str(kubeconfig), "CAIRN_CHECKPOINT": "team/run-1"}
+    server.shutdown()
+
+
+def test_commits_retention_and_resume_reach_the_checkpoint_status(
+    status_api: tuple[list[dict[str, Any]], dict[str, str]], tmp_path: Path
+) -> None:
+    patches, env = status_api
+    assert run_ranks(report_saves_and_resume, 2, str(tmp_path / "run"), env) == [True, True]
+    assert patches, "rank 0 sent no status patch"
+    assert all(p["path"].endswith("/namespaces/team/checkpoints/run-1/status") for p in patches)
+    statuses = [p["status"] for p in patches]
+    saved = [s["savedIterations"] for s in statuses if "savedIterations" in s][-1]
+    assert [entry["iteration"] for entry in saved] == [2]  # iteration 1 was deleted by retention
+    assert saved[0]["manifestDigest"] and saved[0]["verified"]
+    resume = [s["lastResume"] for s in statuses if "lastResume" in s][-1]
+    assert (resume["iteration"], resume["source"]) == (2, "tracker")
