@@ -23,7 +23,15 @@ from typing import Any
 
 from cairn_agent.storage.durable import DurableIO
 
-IO_OPS = ("write_file", "fsync_file", "fsync_dir", "rename", "replace", "remove_tree")
+IO_OPS = (
+    "write_file",
+    "fsync_file",
+    "fsync_dir",
+    "rename",
+    "exchange",
+    "replace",
+    "remove_tree",
+)
 POINT = "point"
 """Rule op for the writer's own named points (``before_save:30``, ``before_retention:30``)."""
 MAX_PAUSE_S = 900.0
@@ -143,6 +151,11 @@ class PauseIO(DurableIO):
         self._hook("rename", f"{src} -> {dst}", "before")
         super().rename(src, dst)
         self._hook("rename", f"{src} -> {dst}", "after")
+
+    def exchange(self, a: Path, b: Path) -> None:
+        self._hook("exchange", f"{a} <-> {b}", "before")
+        super().exchange(a, b)
+        self._hook("exchange", f"{a} <-> {b}", "after")
 
     def replace(self, src: Path, dst: Path) -> None:
         self._hook("replace", f"{src} -> {dst}", "before")

@@ -39,11 +39,11 @@ def sync_protocol_points(rng: random.Random) -> list[KillPoint]:
             "renamed into place, not published",
             pause("rename", STAGED + " -> .*" + ITER + "$", "after"),
         ),
-        # Needs the previous point: the restart re-saves that iteration and moves the
-        # committed copy aside first.
+        # Needs the previous point: the restart re-saves that iteration, swapping the new copy
+        # in with one atomic exchange; the old copy is left under the staging name.
         at_pause(
-            "re-save moved the committed copy aside",
-            pause("rename", ITER + r" -> .*/\.cairn-replaced\.", "after"),
+            "re-save swapped the new copy in, old copy not yet removed",
+            pause("exchange", STAGED + " <-> .*" + ITER + "$", "after"),
         ),
         at_pause(
             "Bridge tracker written, text tracker not yet",

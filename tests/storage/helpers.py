@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import time
 from pathlib import Path
 
@@ -40,6 +42,10 @@ class RecordingIO(DurableIO):
         self.calls.append(("rename", Path(dst)))
         super().rename(src, dst)
 
+    def exchange(self, a: Path, b: Path) -> None:
+        self.calls.append(("exchange", Path(b)))
+        super().exchange(a, b)
+
     def replace(self, src: Path, dst: Path) -> None:
         self.calls.append(("replace", Path(dst)))
         super().replace(src, dst)
@@ -69,6 +75,10 @@ class FailingIO(DurableIO):
             self.failed = True
             raise OSError(f"injected failure: {op} {path}")
 
+    def exchange(self, a: Path, b: Path) -> None:
+        self._maybe_fail("exchange", b)
+        super().exchange(a, b)
+
     def replace(self, src: Path, dst: Path) -> None:
         self._maybe_fail("replace", dst)
         super().replace(src, dst)
@@ -76,6 +86,18 @@ class FailingIO(DurableIO):
     def rename(self, src: Path, dst: Path) -> None:
         self._maybe_fail("rename", dst)
         super().rename(src, dst)
+
+
+class NoExchangeRecordingIO(RecordingIO):
+    """A filesystem without ``renameat2(RENAME_EXCHANGE)``: commit must fall back to renames."""
+
+    def exchange(self, a: Path, b: Path) -> None:
+        raise OSError(errno.EINVAL, "exchange not supported here", str(a))
+
+
+class NoExchangeFailingIO(FailingIO):
+    def exchange(self, a: Path, b: Path) -> None:
+        raise OSError(errno.EINVAL, "exchange not supported here", str(a))
 
 
 def stage_shards(

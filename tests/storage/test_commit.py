@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cairn_agent.errors import CommitError
+from cairn_agent.errors import CommitError, StaleGenerationError
 from cairn_agent.storage import layout
 from cairn_agent.storage.commit import (
     abort_staging_dir,
@@ -13,7 +13,9 @@ from cairn_agent.storage.commit import (
     create_staging_dir,
     publish,
 )
+from cairn_agent.storage.durable import DurableIO
 from cairn_agent.storage.gc import collect_leftovers
+from cairn_agent.storage.generation import claim_generation
 from cairn_agent.storage.listing import list_checkpoints, list_staging_dirs
 from cairn_agent.storage.manifest import read_manifest, verify_checkpoint_dir
 from cairn_agent.storage.resolve import load_candidates
@@ -22,6 +24,8 @@ from cairn_agent.storage.tracker import read_tracker
 from tests.storage.helpers import (
     SHARDS,
     FailingIO,
+    NoExchangeFailingIO,
+    NoExchangeRecordingIO,
     RecordingIO,
     make_checkpoint,
     manifest_for,
@@ -99,10 +103,26 @@ def test_crash_at_tracker_replace_keeps_old_tracker(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(layout.ATOMIC_TMP_PREFIX)]
 
 
-def test_resave_of_same_iteration_replaces_old_copy_after_new_is_in_place(tmp_path: Path) -> None:
+def test_resave_of_same_iteration_swaps_the_new_copy_in_atomically(tmp_path: Path) -> None:
     final = make_checkpoint(tmp_path, 10)
     old_digest = read_manifest(final).digest()
     io = RecordingIO()
+    staging = stage_shards(tmp_path, 10, generation=1)
+    commit_staging_dir(staging, final, manifest=manifest_for(staging, 10, 1), io=io)
+
+    # One exchange: there is no moment at which iter_0000010 is missing from the root.
+    assert ("rename", final) not in io.calls
+    assert io.index("exchange", final) < io.index("fsync_dir", tmp_path) < io.index("remove_tree", staging)
+    assert read_manifest(final).generation == 1 and read_manifest(final).digest() != old_digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
+
+
+def test_resave_without_exchange_support_replaces_old_copy_after_new_is_in_place(
+    tmp_path: Path,
+) -> None:
+    final = make_checkpoint(tmp_path, 10)
+    old_digest = read_manifest(final).digest()
+    io = NoExchangeRecordingIO()
     staging = stage_shards(tmp_path, 10, generation=1)
     commit_staging_dir(staging, final, manifest=manifest_for(staging, 10, 1), io=io)
 
@@ -113,16 +133,32 @@ def test_resave_of_same_iteration_replaces_old_copy_after_new_is_in_place(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
 
 
-def test_failed_rename_restores_previous_copy(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "io",
+    [FailingIO("exchange", "iter_0000010"), NoExchangeFailingIO("rename", "iter_0000010")],
+    ids=["exchange", "rename-fallback"],
+)
+def test_failed_swap_keeps_previous_copy(tmp_path: Path, io: DurableIO) -> None:
     final = make_checkpoint(tmp_path, 10)
     staging = stage_shards(tmp_path, 10, generation=1)
-    io = FailingIO("rename", final.name)
 
     with pytest.raises(CommitError, match="injected"):
         commit_staging_dir(staging, final, manifest=manifest_for(staging, 10, 1), io=io)
 
     assert read_manifest(final).generation == 0
     assert verify_checkpoint_dir(final) is not None
+
+
+def test_stale_generation_cannot_replace_a_newer_generations_checkpoint(tmp_path: Path) -> None:
+    final = make_checkpoint(tmp_path, 10)
+    before = read_manifest(final).digest()
+    staging = stage_shards(tmp_path, 10, generation=1)
+    claim_generation(tmp_path, 2)
+
+    with pytest.raises(StaleGenerationError):
+        commit_staging_dir(staging, final, manifest=manifest_for(staging, 10, 1))
+
+    assert read_manifest(final).digest() == before
 
 
 def test_gc_restores_copy_moved_aside_by_interrupted_resave(tmp_path: Path) -> None:

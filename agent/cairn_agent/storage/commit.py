@@ -26,6 +26,7 @@ from cairn_agent.errors import CommitError
 from cairn_agent.storage import layout
 from cairn_agent.storage.durable import (
     DEFAULT_IO,
+    EXCHANGE_UNSUPPORTED,
     DurableIO,
     atomic_write_bytes,
     fsync_tree,
@@ -122,6 +123,13 @@ def commit_staging_dir(
         _write_markers(staging, manifest, metadata_json, io)
         # Every byte must be durable before the rename makes the directory visible.
         fsync_tree(staging, io)
+        # A writer of an older restart generation (a zombie still flushing) must never add or
+        # replace a directory once a newer generation has claimed the root (DESIGN.md §3
+        # step 7), so the fence is checked right before the rename. The lock is not held
+        # across the rename itself: a writer frozen there must not block the new generation's
+        # claim forever. The remaining check-to-rename window is one syscall wide.
+        with root_lock(final.parent):
+            ensure_current(final.parent, manifest.generation)
         _rename_into_place(staging, final, io)
     except OSError as exc:
         raise CommitError(f"commit of {staging} as {final} failed: {exc}") from exc
@@ -137,7 +145,32 @@ def _check_commit_paths(staging: Path, final: Path) -> None:
 
 
 def _rename_into_place(staging: Path, final: Path, io: DurableIO) -> None:
-    """rename staging -> final; a previous ``final`` is moved aside first, removed last."""
+    """rename staging -> final; a previous ``final`` is swapped out atomically, removed last."""
+    if final.exists() and _exchange_into_place(staging, final, io):
+        return
+    _move_aside_and_rename(staging, final, io)
+
+
+def _exchange_into_place(staging: Path, final: Path, io: DurableIO) -> bool:
+    """Swap a re-saved iteration in with one atomic exchange; False where unsupported.
+
+    With an exchange there is no moment at which ``final`` is missing, so a tracker (ours or
+    Megatron-Bridge's ``latest_train_state.pt``) naming this iteration never dangles, even if
+    the process dies right here. The old copy ends up under the staging name, which start-up
+    GC removes if we die before removing it ourselves.
+    """
+    try:
+        io.exchange(staging, final)
+    except OSError as exc:
+        if exc.errno not in EXCHANGE_UNSUPPORTED:
+            raise
+        return False
+    io.fsync_dir(final.parent)
+    _remove_replaced(staging, io)
+    return True
+
+
+def _move_aside_and_rename(staging: Path, final: Path, io: DurableIO) -> None:
     parent = final.parent
     aside = parent / layout.replaced_dir_name(final.name, new_nonce()) if final.exists() else None
     if aside is not None:

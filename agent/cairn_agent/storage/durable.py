@@ -8,6 +8,8 @@ commit protocol can be checked without monkeypatching. Torch-free.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import logging
 import os
@@ -57,6 +59,14 @@ class DurableIO:
         """``os.replace``: atomically swap a file into place, overwriting ``dst``."""
         os.replace(src, dst)
 
+    def exchange(self, a: Path, b: Path) -> None:
+        """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+        Raises ``OSError`` with ``ENOSYS``/``EINVAL``/``EOPNOTSUPP`` where the kernel or the
+        filesystem cannot; callers then fall back to two renames.
+        """
+        _renameat2_exchange(a, b)
+
     def remove_tree(self, path: Path) -> None:
         """Remove a directory tree or a file; a path that is already gone is not an error."""
         if path.is_dir() and not path.is_symlink():
@@ -66,6 +76,22 @@ class DurableIO:
 
 
 DEFAULT_IO = DurableIO()
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+EXCHANGE_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP})
+
+
+def _renameat2_exchange(a: Path, b: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available in this C library", str(a))
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
 def new_nonce() -> str:
