@@ -16,7 +16,7 @@ from cairn_agent.storage import layout
 from cairn_agent.storage.manifest import read_manifest
 
 from tests.crash.harness import WORLD, WriterRun, Zygote, pause, wait_until
-from tests.crash.invariants import History, InvariantError, check_after_kill, root_snapshot
+from tests.crash.invariants import History, check_after_kill, root_snapshot
 
 STAGED_30 = r"/\.cairn-staging\.iter_0000030\.g1\.[0-9a-f]+"
 NEW_GEN_LAST = 40
@@ -169,7 +169,9 @@ def test_zombie_commit_cannot_replace_a_newer_generations_checkpoint(
 
 
 def _without_own_staging(snapshot: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in snapshot.items() if not k.startswith(".cairn-staging.iter_0000030.g1.")}
+    return {
+        k: v for k, v in snapshot.items() if not k.startswith(".cairn-staging.iter_0000030.g1.")
+    }
 
 
 def test_stale_writer_killed_mid_commit_never_moves_the_published_checkpoint(

@@ -12,10 +12,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import pytest
-
 from tests.crash.harness import Zygote, pause
-from tests.crash.invariants import InvariantError
 from tests.crash.killloop import STEP, KillLoop, at_pause
 from tests.crash.points import ITER, sync_protocol_points
 

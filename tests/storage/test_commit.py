@@ -112,7 +112,11 @@ def test_resave_of_same_iteration_swaps_the_new_copy_in_atomically(tmp_path: Pat
 
     # One exchange: there is no moment at which iter_0000010 is missing from the root.
     assert ("rename", final) not in io.calls
-    assert io.index("exchange", final) < io.index("fsync_dir", tmp_path) < io.index("remove_tree", staging)
+    assert (
+        io.index("exchange", final)
+        < io.index("fsync_dir", tmp_path)
+        < io.index("remove_tree", staging)
+    )
     assert read_manifest(final).generation == 1 and read_manifest(final).digest() != old_digest
     assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]
 

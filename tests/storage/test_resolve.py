@@ -42,7 +42,9 @@ def test_tracker_first_then_older_committed(root: Path) -> None:
 def test_newest_committed_without_tracker(root: Path) -> None:
     (root / "iter_0000040").mkdir()  # half-written Megatron save: no metadata.json
     assert _summary(load_candidates(root)) == [
-        (30, "newest-committed"), (20, "newest-committed"), (10, "newest-committed"),
+        (30, "newest-committed"),
+        (20, "newest-committed"),
+        (10, "newest-committed"),
     ]
 
 
@@ -76,7 +78,10 @@ def test_non_persistent_at_least_as_new_wins(root: Path) -> None:
     make_checkpoint(np_root, 25)
     write_tracker(np_root, 30)
     assert _summary(load_candidates(root, non_persistent_roots=[np_root])) == [
-        (30, "non-persistent"), (30, "tracker"), (20, "newest-committed"), (10, "newest-committed"),
+        (30, "non-persistent"),
+        (30, "tracker"),
+        (20, "newest-committed"),
+        (10, "newest-committed"),
     ]
 
 

@@ -6,8 +6,16 @@ import subprocess
 import sys
 
 MODULES = [
-    "durable", "tracker", "manifest", "generation", "commit",
-    "listing", "gc", "retention", "resolve", "layout",
+    "durable",
+    "tracker",
+    "manifest",
+    "generation",
+    "commit",
+    "listing",
+    "gc",
+    "retention",
+    "resolve",
+    "layout",
 ]
 
 

@@ -191,9 +191,14 @@ def test_garbage_manifest_makes_dir_uncommitted(tmp_path: Path) -> None:
 
 def test_manifest_round_trip_and_digest(tmp_path: Path) -> None:
     manifest = Manifest(
-        iteration=5, generation=2, world_size=4, layout={"tp": 2, "pp": 1, "dp": 2},
+        iteration=5,
+        generation=2,
+        world_size=4,
+        layout={"tp": 2, "pp": 1, "dp": 2},
         files={"__0_0.distcp": FileEntry(10, "0000abcd"), "common.pt": FileEntry(5, "ffffffff")},
-        created_at=1.5, committed_at=2.5, extra={"host": "node-1"},
+        created_at=1.5,
+        committed_at=2.5,
+        extra={"host": "node-1"},
     )
     parsed = Manifest.from_json(manifest.to_json(), tmp_path / "m.json")
     assert parsed == manifest and parsed.digest() == manifest.digest()
@@ -201,5 +206,12 @@ def test_manifest_round_trip_and_digest(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="crc32"):
         FileEntry(1, "ABCDEF01")
     with pytest.raises(ValueError, match="relative path"):
-        Manifest(iteration=1, generation=0, world_size=1, layout={}, created_at=0, committed_at=0,
-                 files={"../escape": FileEntry(1, "00000000")})
+        Manifest(
+            iteration=1,
+            generation=0,
+            world_size=1,
+            layout={},
+            created_at=0,
+            committed_at=0,
+            files={"../escape": FileEntry(1, "00000000")},
+        )

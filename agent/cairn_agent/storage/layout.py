@@ -43,7 +43,9 @@ TORCH_DIST_METADATA = {
 # The name carries the iteration and the writer's restart generation so that start-up GC and
 # tools can tell whose leftover it is.
 STAGING_PREFIX = ".cairn-staging."
-_STAGING_RE = re.compile(r"^\.cairn-staging\.(?P<final>iter_\d{7}|release)\.g(?P<gen>\d+)\.(?P<nonce>[0-9a-f]+)$")
+_STAGING_RE = re.compile(
+    r"^\.cairn-staging\.(?P<final>iter_\d{7}|release)\.g(?P<gen>\d+)\.(?P<nonce>[0-9a-f]+)$"
+)
 _ITER_RE = re.compile(r"^iter_(\d{7,})$")
 
 # --- node-local (nvidia-resiliency-ext) layout ------------------------------------------------

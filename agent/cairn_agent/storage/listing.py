@@ -125,4 +125,3 @@ def _hidden(root: Path, match: Callable[[str], bool]) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(entry for entry in root.iterdir() if match(entry.name))
-

@@ -131,8 +131,9 @@ def _manifest_from_dict(obj: dict[str, Any], source: Path) -> Manifest:
     version = _typed(obj, "version", int)
     if version > MANIFEST_VERSION:
         raise CheckpointCorruptError(
-            source, f"manifest version {version} is newer than this Cairn supports "
-            f"({MANIFEST_VERSION}); upgrade Cairn to read it"
+            source,
+            f"manifest version {version} is newer than this Cairn supports "
+            f"({MANIFEST_VERSION}); upgrade Cairn to read it",
         )
     files = _typed(obj, "files", dict)
     return Manifest(

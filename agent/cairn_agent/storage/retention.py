@@ -98,20 +98,22 @@ class _Guards:
     max_iteration: int | None
 
 
-def _keep_reasons(
-    it: int, policy: RetentionPolicy, guards: _Guards, window: set[int]
-) -> list[str]:
+def _keep_reasons(it: int, policy: RetentionPolicy, guards: _Guards, window: set[int]) -> list[str]:
     checks = [
-        (guards.max_iteration is not None and it > guards.max_iteration,
-         f"newer than max_iteration {guards.max_iteration} (may still be in flight)"),
+        (
+            guards.max_iteration is not None and it > guards.max_iteration,
+            f"newer than max_iteration {guards.max_iteration} (may still be in flight)",
+        ),
         (it in guards.protected, "protected (tracker target or resume point)"),
         (it in policy.pinned, "pinned"),
         (it == guards.newest_verified, "newest verified checkpoint"),
         (it == guards.newest, "newest committed checkpoint"),
         (policy.keep_last is None, "keep_last unset (keep all)"),
         (policy.keep_last is not None and it in window, f"within keep_last={policy.keep_last}"),
-        (policy.keep_every is not None and it % policy.keep_every == 0,
-         f"multiple of keep_every={policy.keep_every}"),
+        (
+            policy.keep_every is not None and it % policy.keep_every == 0,
+            f"multiple of keep_every={policy.keep_every}",
+        ),
     ]
     return [why for applies, why in checks if applies]
 
