@@ -22,6 +22,9 @@ from cairn_agent.storage.resolve import LoadCandidate
 logger = logging.getLogger(__name__)
 
 _ATTRIBUTE = "_cairn_status_reporter"
+# Reasons for which the operator's resume point overrides the tracker: an SRE pinned an
+# iteration, or the tracker's target was reported corrupt and the operator moved back.
+CLUSTER_PIN_REASONS = frozenset({"Pinned", "FallbackFromCorrupt"})
 
 
 def reporter(state: Any) -> StatusReporter | None:
@@ -81,3 +84,25 @@ def corrupt(state: Any, candidate: LoadCandidate, error: BaseException) -> None:
         target.report_corrupt(
             candidate.iteration, str(candidate.path), f"{type(error).__name__}: {error}"
         )
+
+
+def cluster_pin(state: Any) -> int | None:
+    """The iteration the cluster pinned this job's resume to, the same on every rank.
+
+    Rank 0 reads ``status.resumeFrom`` of its Checkpoint once; it counts only when the
+    operator deliberately moved away from the tracker (``CLUSTER_PIN_REASONS``). Collective.
+    """
+    pin: int | None = None
+    target = reporter(state)
+    point = target.published_resume_point() if target is not None else None
+    if point is not None and point.get("reason") in CLUSTER_PIN_REASONS:
+        iteration = point.get("iteration")
+        if isinstance(iteration, int) and iteration >= 0:
+            pin = iteration
+            logger.info(
+                "rank 0: the cluster pinned the resume point to iteration %d (%s)",
+                pin,
+                point.get("reason"),
+            )
+    result: int | None = dist.broadcast_object(pin)
+    return result

@@ -14,6 +14,7 @@ import torch
 
 from cairn_agent import local_flow, optim_state, reporting
 from cairn_agent.engine import dist
+from cairn_agent.errors import CheckpointNotFoundError
 from cairn_agent.load_flow import (
     Inspected,
     Loaded,
@@ -108,6 +109,20 @@ def _local_first(
     return None
 
 
+def _resolve_with_cluster_pin(
+    state: GlobalState, load_dir: Path
+) -> tuple[list[LoadCandidate], int | None]:
+    """Resolution order of DESIGN.md §3: the cluster's pinned step first, else the tracker."""
+    pin = reporting.cluster_pin(state)
+    if pin is not None:
+        try:
+            return resolve(load_dir, state.cfg.checkpoint, pin), pin
+        except CheckpointNotFoundError as exc:
+            # The published point may be stale (e.g. deleted by hand); the tracker still holds.
+            logger.warning("ignoring the cluster's resume point: %s", exc)
+    return resolve(load_dir, state.cfg.checkpoint, None), None
+
+
 def load(
     state: GlobalState,
     load_dir: str | Path,
@@ -121,7 +136,10 @@ def load(
     checkpointing_context: dict[str, Any] | None = None,
 ) -> tuple[int, float, float]:
     """Resolve, read with fallback, apply; returns (iteration, flops, checkpoint_version)."""
-    candidates = resolve(Path(load_dir), state.cfg.checkpoint, pinned)
+    if pinned is None:
+        candidates, pinned = _resolve_with_cluster_pin(state, Path(load_dir))
+    else:
+        candidates = resolve(Path(load_dir), state.cfg.checkpoint, pinned)
     loaded = None
     if pinned is None:
         loaded = _local_first(

@@ -26,3 +26,19 @@ def report_saves_and_resume(rank: int, world: int, root: str, env: dict[str, str
             flushed = target.flush(timeout=30) and flushed
             target.close()
     return flushed
+
+
+def resume_under_cluster_pin(rank: int, world: int, root: str, env: dict[str, str]) -> int:
+    """Save iterations 1 and 2, then resume in a fresh job; returns the step it resumed at."""
+    os.environ.update(env)
+    job = Job(rank, 0, save=root, load=root)
+    for _ in range(2):
+        job.step()
+        job.save()
+    resumed = Job(rank, 1, load=root)
+    iteration, _ = resumed.load()
+    for state in (job.state, resumed.state):
+        target = reporting.reporter(state)
+        if target is not None:
+            target.close()
+    return iteration

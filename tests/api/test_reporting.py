@@ -12,12 +12,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.api._reporting import report_saves_and_resume
+from tests.api._reporting import report_saves_and_resume, resume_under_cluster_pin
 from tests.distributed import run_ranks
 
 
 class _StatusApi(BaseHTTPRequestHandler):
     patches: ClassVar[list[dict[str, Any]]] = []
+    # What the operator published (operator-owned status keys) for GETs to return.
+    published: ClassVar[dict[str, Any]] = {}
 
     def _reply(self, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -28,7 +30,7 @@ class _StatusApi(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        self._reply({"status": {}})
+        self._reply({"status": dict(type(self).published)})
 
     def do_PATCH(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
@@ -44,6 +46,7 @@ class _StatusApi(BaseHTTPRequestHandler):
 def status_api(tmp_path: Path) -> Iterator[tuple[list[dict[str, Any]], dict[str, str]]]:
     """(patches received, pod environment that points the reporter at this server)."""
     _StatusApi.patches = []
+    _StatusApi.published = {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusApi)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -77,3 +80,27 @@ def test_commits_retention_and_resume_reach_the_checkpoint_status(
     assert saved[0]["manifestDigest"] and saved[0]["verified"]
     resume = [s["lastResume"] for s in statuses if "lastResume" in s][-1]
     assert (resume["iteration"], resume["source"]) == (2, "tracker")
+
+
+@pytest.mark.parametrize(
+    ("published", "expected"),
+    [
+        ({"iteration": 1, "reason": "Pinned"}, 1),  # an SRE ran `kubectl cairn resume-from`
+        ({"iteration": 1, "reason": "FallbackFromCorrupt"}, 1),  # the operator moved back
+        ({"iteration": 1, "reason": "LatestVerified"}, 2),  # no override: the tracker wins
+        ({"iteration": 7, "reason": "Pinned"}, 2),  # stale pin (not on disk): the tracker wins
+        (None, 2),  # nothing published yet
+    ],
+    ids=["pinned", "fallback", "latest", "stale-pin", "unpublished"],
+)
+def test_resume_honours_the_point_the_cluster_pinned(
+    status_api: tuple[list[dict[str, Any]], dict[str, str]],
+    tmp_path: Path,
+    published: dict[str, Any] | None,
+    expected: int,
+) -> None:
+    _, env = status_api
+    if published is not None:
+        _StatusApi.published = {"resumeFrom": {**published, "source": "persistent"}}
+    resumed = run_ranks(resume_under_cluster_pin, 2, str(tmp_path / "run"), env)
+    assert resumed == [expected, expected]

@@ -95,7 +95,9 @@ class StatusReporter:
         if api is None:
             log.info("status reporting disabled: no Kubernetes API configuration found")
             return None, None
-        path = f"/apis/{contract.API_VERSION}/namespaces/{namespace}/{contract.PLURAL}/{name}/status"
+        path = (
+            f"/apis/{contract.API_VERSION}/namespaces/{namespace}/{contract.PLURAL}/{name}/status"
+        )
         return api.server.rstrip("/") + path, api
 
     @property
@@ -114,8 +116,13 @@ class StatusReporter:
         verified: bool = False,
     ) -> None:
         """A checkpoint of ``iteration`` was committed (tracker published)."""
-        entry: dict[str, Any] = {"iteration": int(iteration), "committedAt": _rfc3339(committed_at),
-                                 "bytes": int(bytes), "files": int(files), "verified": bool(verified)}
+        entry: dict[str, Any] = {
+            "iteration": int(iteration),
+            "committedAt": _rfc3339(committed_at),
+            "bytes": int(bytes),
+            "files": int(files),
+            "verified": bool(verified),
+        }
         if manifest_digest:
             entry["manifestDigest"] = manifest_digest
         self._update(lambda: self._saved_patch(entry))
@@ -126,7 +133,10 @@ class StatusReporter:
         self._update(lambda: self._deleted_patch(gone))
 
     def report_save_phase(
-        self, iteration: int | None, phase: str | None, started_at: dt.datetime | str | None = None,
+        self,
+        iteration: int | None,
+        phase: str | None,
+        started_at: dt.datetime | str | None = None,
         is_async: bool = False,
     ) -> None:
         """A save is in ``phase`` (one of ``contract.SAVE_PHASES``); None clears it."""
@@ -134,26 +144,58 @@ class StatusReporter:
             self._update(lambda: {contract.SAVE_IN_PROGRESS: None})
             return
         if phase not in contract.SAVE_PHASES:
-            log.warning("ignoring unknown save phase %r (expected one of %s)", phase, contract.SAVE_PHASES)
+            log.warning(
+                "ignoring unknown save phase %r (expected one of %s)", phase, contract.SAVE_PHASES
+            )
             return
-        value = {"iteration": int(iteration), "phase": phase,
-                 "startedAt": _rfc3339(started_at), "async": bool(is_async)}
+        value = {
+            "iteration": int(iteration),
+            "phase": phase,
+            "startedAt": _rfc3339(started_at),
+            "async": bool(is_async),
+        }
         self._update(lambda: {contract.SAVE_IN_PROGRESS: value})
 
     def report_heartbeat(self, state: str, pid: int | None = None) -> None:
         """The async worker is alive and in ``state`` (e.g. Idle, Saving, Stopped)."""
-        value = {"state": state, "heartbeatTime": _now(), "pid": int(pid if pid is not None else os.getpid())}
+        value = {
+            "state": state,
+            "heartbeatTime": _now(),
+            "pid": int(pid if pid is not None else os.getpid()),
+        }
         self._update(lambda: {contract.ASYNC_WORKER: value})
 
     def report_resume(self, iteration: int, source: str, generation: int) -> None:
         """The job resumed from ``iteration`` of tier ``source`` in restart ``generation``."""
-        value = {"iteration": int(iteration), "source": source, "time": _now(), "generation": int(generation)}
-        self._update(lambda: {contract.LAST_RESUME: value, contract.AGENT_GENERATION: int(generation)})
+        value = {
+            "iteration": int(iteration),
+            "source": source,
+            "time": _now(),
+            "generation": int(generation),
+        }
+        self._update(
+            lambda: {contract.LAST_RESUME: value, contract.AGENT_GENERATION: int(generation)}
+        )
 
     def report_corrupt(self, iteration: int, file: str, check: str) -> None:
         """Loading ``iteration`` failed a check on ``file``."""
-        entry = {"iteration": int(iteration), "file": str(file), "check": str(check), "time": _now()}
+        entry = {
+            "iteration": int(iteration),
+            "file": str(file),
+            "check": str(check),
+            "time": _now(),
+        }
         self._update(lambda: self._corrupt_patch(entry))
+
+    def published_resume_point(self) -> Mapping[str, Any] | None:
+        """``status.resumeFrom`` as the operator published it; None if unset or unreachable.
+
+        Blocking (one GET), meant for start-up. Never raises.
+        """
+        if not self.enabled:
+            return None
+        point = self._fetch_status().get(contract.RESUME_FROM)
+        return point if isinstance(point, Mapping) else None
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Send what is pending now, ignoring the throttle; True when nothing is left unsent."""
@@ -200,26 +242,33 @@ class StatusReporter:
                 if isinstance(it, int) and it not in self._deleted:
                     self._saved.setdefault(it, dict(item))
             mine = {c["iteration"] for c in self._corrupt}
-            old = [dict(c) for c in status.get(contract.CORRUPT_ITERATIONS) or ()
-                   if isinstance(c, Mapping) and c.get("iteration") not in mine]
-            self._corrupt = (old + self._corrupt)[-contract.MAX_CORRUPT_ITERATIONS:]
+            old = [
+                dict(c)
+                for c in status.get(contract.CORRUPT_ITERATIONS) or ()
+                if isinstance(c, Mapping) and c.get("iteration") not in mine
+            ]
+            self._corrupt = (old + self._corrupt)[-contract.MAX_CORRUPT_ITERATIONS :]
             for key in (contract.SAVED_ITERATIONS, contract.CORRUPT_ITERATIONS):
                 if key in self._pending:
                     self._pending[key] = self._lists()[key]
 
     def _lists(self) -> dict[str, Any]:
-        newest = sorted(self._saved)[-contract.MAX_SAVED_ITERATIONS:]
+        newest = sorted(self._saved)[-contract.MAX_SAVED_ITERATIONS :]
         self._saved = {it: self._saved[it] for it in newest}
-        return {contract.SAVED_ITERATIONS: [self._saved[it] for it in newest],
-                contract.CORRUPT_ITERATIONS: list(self._corrupt)}
+        return {
+            contract.SAVED_ITERATIONS: [self._saved[it] for it in newest],
+            contract.CORRUPT_ITERATIONS: list(self._corrupt),
+        }
 
     def _saved_patch(self, entry: dict[str, Any]) -> dict[str, Any]:
         self._saved[entry["iteration"]] = entry
         self._deleted.discard(entry["iteration"])
         saved = self._lists()[contract.SAVED_ITERATIONS]
-        patch: dict[str, Any] = {contract.SAVED_ITERATIONS: saved,
-                                 contract.LATEST_COMMITTED: saved[-1]["iteration"],
-                                 contract.LAST_SAVE_TIME: entry["committedAt"]}
+        patch: dict[str, Any] = {
+            contract.SAVED_ITERATIONS: saved,
+            contract.LATEST_COMMITTED: saved[-1]["iteration"],
+            contract.LAST_SAVE_TIME: entry["committedAt"],
+        }
         flight = self._pending.get(contract.SAVE_IN_PROGRESS) or {}
         if not flight or flight.get("iteration", -1) <= entry["iteration"]:
             patch[contract.SAVE_IN_PROGRESS] = None
@@ -233,13 +282,15 @@ class StatusReporter:
 
     def _corrupt_patch(self, entry: dict[str, Any]) -> dict[str, Any]:
         self._corrupt = [c for c in self._corrupt if c.get("iteration") != entry["iteration"]]
-        self._corrupt = (self._corrupt + [entry])[-contract.MAX_CORRUPT_ITERATIONS:]
+        self._corrupt = (self._corrupt + [entry])[-contract.MAX_CORRUPT_ITERATIONS :]
         return {contract.CORRUPT_ITERATIONS: list(self._corrupt)}
 
     # --- sending ------------------------------------------------------------------------------
     def _start_sender(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._send_loop, name="cairn-status", daemon=True)
+            self._thread = threading.Thread(
+                target=self._send_loop, name="cairn-status", daemon=True
+            )
             self._thread.start()
 
     def _next_batch(self) -> dict[str, Any] | None:
@@ -279,7 +330,9 @@ class StatusReporter:
         token = self._api.bearer()
         if token:
             req.add_header("Authorization", f"Bearer {token}")
-        with urllib.request.urlopen(req, timeout=_TIMEOUT_S, context=self._api.ssl_context()) as resp:
+        with urllib.request.urlopen(
+            req, timeout=_TIMEOUT_S, context=self._api.ssl_context()
+        ) as resp:
             return json.loads(resp.read() or b"{}")
 
     def _send(self, batch: dict[str, Any]) -> bool:
