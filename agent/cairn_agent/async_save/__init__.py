@@ -1,0 +1,26 @@
+"""Async saves through a persistent worker process per rank.
+
+``AsyncSaveQueue.schedule`` returns once this rank's tensors are staged in reusable host
+buffers and handed to the rank's worker; ``maybe_finalize`` (collective) commits and publishes
+every save all ranks have finished, or raises ``AsyncSaveError`` on every rank.
+
+The names are imported lazily: the worker process imports ``cairn_agent.async_save.worker``
+and must not pay for megatron-core, which only the training process's planning needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cairn_agent.async_save.queue import AsyncRequest, AsyncSaveQueue, QueueStats
+
+__all__ = ["AsyncRequest", "AsyncSaveQueue", "QueueStats"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from cairn_agent.async_save import queue
+
+        return getattr(queue, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,386 @@
+"""``AsyncSaveQueue``: schedule saves into a persistent worker, finalize them collectively.
+
+Life of one save (every rank, in the training process unless noted):
+
+1. ``schedule`` (collective, the blocking part): plan (cached while the structure holds),
+   create the staging dir (coordinator), copy this rank's tensors into the reusable shared
+   arena, hand the job to the rank's worker. Returns as soon as the job is handed off.
+2. worker (background): writes, checksums and fsyncs this rank's files into the staging dir.
+3. ``maybe_finalize`` (collective): ranks agree how many of the oldest saves every rank has
+   finished; for each, the engine's commit step runs (``finalize.finalize_save``), then the
+   request's ``on_commit`` (e.g. retention) runs — only after the tracker is durable.
+
+At most one save is in flight: ``schedule`` first finalizes (blocking) a save still in flight.
+So two writers never share a root, the arena is never overwritten while a worker reads it,
+and a failed save is reported before the next one starts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import logging
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from cairn_agent.async_save.arena import StagingArena
+from cairn_agent.async_save.finalize import FinishedSave, finalize_save
+from cairn_agent.async_save.plan import PlannedSave, SavePlanCache
+from cairn_agent.async_save.slots import layout_slots
+from cairn_agent.async_save.worker import (
+    Attach,
+    Attached,
+    Done,
+    Failed,
+    WorkerDiedError,
+    WorkerHandle,
+)
+from cairn_agent.async_save.writer import RankWriteOutcome, WriteJob
+from cairn_agent.engine import dist as cdist
+from cairn_agent.engine.save import SaveTarget, prepare_staging
+from cairn_agent.storage import layout
+from cairn_agent.storage.durable import DEFAULT_IO, DurableIO
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AsyncRequest:
+    """One async save as the facade schedules it."""
+
+    sharded_state_dict: dict[str, Any]
+    """megatron-core sharded state dict (``ShardedTensor``/``ShardedObject`` leaves + common)."""
+    target: SaveTarget
+    """Where and as what the save is committed."""
+    thread_count: int = 1
+    """Write threads of the worker, i.e. DCP files per rank."""
+    on_commit: Callable[[], None] | None = None
+    """Runs on every rank after the save is committed and published (e.g. retention)."""
+
+    def __post_init__(self) -> None:
+        if self.thread_count < 1:
+            raise ValueError(f"thread_count must be >= 1, got {self.thread_count}")
+
+
+@dataclass
+class _InFlight:
+    job_id: int
+    request: AsyncRequest
+    staging: Path
+    metadata: Any
+    started_at: float
+    outcome: RankWriteOutcome | None = None
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None or self.error is not None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What the queue reuses across saves (for status reporting and tests)."""
+
+    worker_pid: int | None
+    """Pid of the live worker, None when none is running."""
+    workers_started: int
+    arenas_created: int
+    """Staging arenas allocated so far (1 while the structure never changed)."""
+    saves_staged: int
+    """Saves staged into the current arena."""
+    arena_data_ptr: int
+    """Address of the current arena in this process (stable while it is reused)."""
+    worker_arena_data_ptr: int
+    """Address of the current arena in the worker."""
+    worker_attaches: int
+    """How many times a worker mapped an arena."""
+    replans: int
+    """How many times the global plan was (re)built."""
+
+
+class _Resources:
+    """The worker and arena, releasable without the queue (GC and exit hooks)."""
+
+    def __init__(self) -> None:
+        self.worker: WorkerHandle | None = None
+        self.arena: StagingArena | None = None
+
+    def release(self) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.stop()
+        arena, self.arena = self.arena, None
+        if arena is not None:
+            arena.close()
+
+
+class AsyncSaveQueue:
+    """Async saves of one process group through one persistent worker per rank."""
+
+    def __init__(
+        self,
+        *,
+        persistent: bool = True,
+        group: dist.ProcessGroup | None = None,
+        io: DurableIO = DEFAULT_IO,
+        worker_io: DurableIO | None = None,
+        worker_nice: int = 10,
+    ) -> None:
+        """``io`` is the seam for the commit (training process); ``worker_io`` (picklable) for
+        the worker's file writes and fsyncs. ``worker_nice`` lowers the worker's CPU priority so
+        training keeps the cores; ``persistent=False`` stops the worker after every save."""
+        if not 0 <= worker_nice <= 19:
+            raise ValueError(f"worker_nice must be within 0..19, got {worker_nice}")
+        self._persistent = persistent
+        self._group = group
+        self._io = io
+        self._worker_io = worker_io if worker_io is not None else DurableIO()
+        self._nice = worker_nice
+        self._planner = SavePlanCache(group)
+        self._res = _Resources()
+        self._inflight: list[_InFlight] = []
+        self._next_job = 0
+        self._worker_arena: int | None = None
+        self._counts = {"workers": 0, "arenas": 0, "attaches": 0, "worker_ptr": 0}
+        self._closed = False
+        weakref.finalize(self, self._res.release)
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    # --- public API -----------------------------------------------------------------------
+
+    def start_worker(self) -> None:
+        """Start the worker now (it starts lazily on the first ``schedule`` otherwise)."""
+        self._check_open()
+        self._ensure_worker()
+
+    def schedule(self, request: AsyncRequest) -> None:
+        """COLLECTIVE: stage ``request`` and hand it to the worker; returns without writing.
+
+        A save still in flight is finalized first (blocking, may raise ``AsyncSaveError``).
+        """
+        self._check_open()
+        if self._inflight:
+            self.maybe_finalize(blocking=True)
+        started_at = time.time()
+        planned = self._planner.plan(request.sharded_state_dict)
+        staging = prepare_staging(request.target, io=self._io, group=self._group)
+        entry = _InFlight(self._next_job, request, staging, planned.metadata, started_at)
+        self._next_job += 1
+        self._inflight.append(entry)
+        try:
+            self._hand_off(entry, planned)
+        except Exception as exc:  # every rank learns of it at finalize
+            log.exception("iteration %d: async save could not be handed off", request.target.iteration)
+            entry.error = f"{type(exc).__name__}: {exc}"
+        log.info(
+            "iteration %d: async save scheduled on rank %d (staging %s)",
+            request.target.iteration, cdist.get_rank(self._group), staging.name,
+        )
+
+    def maybe_finalize(self, blocking: bool = False) -> list[int]:
+        """COLLECTIVE: commit every save all ranks finished; returns the committed iterations.
+
+        With ``blocking``, waits for every save in flight. Raises ``AsyncSaveError`` on every
+        rank if a save failed on any rank; that save is then discarded, nothing of it visible.
+        """
+        # In-flight counts are equal on every rank (schedule and finalize are collective), so
+        # every rank skips the collective together when nothing is in flight.
+        if not self._inflight:
+            return []
+        self._collect_replies(blocking)
+        finished_here = next((i for i, e in enumerate(self._inflight) if not e.done), len(self._inflight))
+        ready = -cdist.all_reduce_max_int(-finished_here, self._group)
+        committed: list[int] = []
+        for _ in range(ready):
+            entry = self._inflight.pop(0)
+            finalize_save(self._finished(entry), io=self._io, group=self._group)
+            committed.append(entry.request.target.iteration)
+            self._run_on_commit(entry.request)
+        if not self._persistent and not self._inflight:
+            self._stop_worker()
+        return committed
+
+    def writes_in_progress(self) -> int:
+        """Saves this rank's worker is still writing (local, non-blocking; not a collective)."""
+        if self._inflight:
+            self._collect_replies(blocking=False)
+        return sum(1 for entry in self._inflight if not entry.done)
+
+    def num_unfinalized(self) -> int:
+        """Saves scheduled on this rank and not finalized yet."""
+        return len(self._inflight)
+
+    def is_empty(self) -> bool:
+        """COLLECTIVE: True when no rank has a save in flight (same answer on every rank)."""
+        return cdist.all_reduce_max_int(len(self._inflight), self._group) == 0
+
+    def close(self) -> None:
+        """COLLECTIVE when saves are in flight: finalize them (blocking), then stop the worker.
+
+        Also runs at interpreter exit and on garbage collection, but there without committing
+        (see ``_close_at_exit``): only an explicit ``close``/``maybe_finalize`` commits.
+        """
+        if self._closed:
+            return
+        try:
+            self.maybe_finalize(blocking=True)
+        finally:
+            self._closed = True
+            self._res.release()
+
+    def stats(self) -> QueueStats:
+        arena = self._res.arena
+        worker = self._res.worker
+        return QueueStats(
+            worker_pid=worker.pid if worker is not None and worker.is_alive() else None,
+            workers_started=self._counts["workers"],
+            arenas_created=self._counts["arenas"],
+            saves_staged=arena.stage_count if arena is not None else 0,
+            arena_data_ptr=arena.data_ptr() if arena is not None else 0,
+            worker_arena_data_ptr=self._counts["worker_ptr"],
+            worker_attaches=self._counts["attaches"],
+            replans=self._planner.replans,
+        )
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this AsyncSaveQueue is closed; create a new one to save again")
+
+    def _ensure_worker(self) -> WorkerHandle:
+        worker = self._res.worker
+        if worker is not None and worker.is_alive():
+            return worker
+        if worker is not None:
+            log.warning("async save worker %s is gone; starting a fresh one", worker.pid)
+            worker.stop()
+        self._res.worker = WorkerHandle(self._nice)
+        self._worker_arena = None
+        self._counts["workers"] += 1
+        return self._res.worker
+
+    def _stop_worker(self) -> None:
+        worker, self._res.worker = self._res.worker, None
+        if worker is not None:
+            worker.stop()
+
+    def _arena_for(self, planned: PlannedSave) -> StagingArena:
+        slots = layout_slots(planned.plan)
+        arena = self._res.arena
+        if arena is not None and arena.matches(slots):
+            return arena
+        if arena is not None:
+            arena.close()
+        self._res.arena = arena = StagingArena(slots)
+        self._counts["arenas"] += 1
+        log.info("rank %d: staging arena of %d bytes allocated", cdist.get_rank(self._group), arena.size)
+        return arena
+
+    def _hand_off(self, entry: _InFlight, planned: PlannedSave) -> None:
+        worker = self._ensure_worker()
+        arena = self._arena_for(planned)
+        arena.stage(planned.tensors)
+        arena_id = self._counts["arenas"]
+        if self._worker_arena != arena_id:
+            worker.send_arena(Attach(arena_id, arena.slots), arena.fd)
+            self._worker_arena = arena_id
+        target = entry.request.target
+        worker.send(
+            WriteJob(
+                job_id=entry.job_id,
+                iteration=target.iteration,
+                staging=entry.staging,
+                plan=planned.plan,
+                arena_id=arena_id,
+                byte_items=planned.byte_items,
+                extra_files=self._coordinator_files(planned, target),
+                thread_count=entry.request.thread_count,
+                io=self._worker_io,
+            )
+        )
+
+    def _coordinator_files(self, planned: PlannedSave, target: SaveTarget) -> dict[str, bytes]:
+        if cdist.get_rank(self._group) != 0:
+            return {}
+        buffer = io.BytesIO()
+        torch.save(planned.common, buffer)
+        return {layout.COMMON_PT: buffer.getvalue(), **target.iter_files}
+
+    def _collect_replies(self, blocking: bool) -> None:
+        """Pull the worker's replies; with ``blocking`` until every save in flight is done."""
+        worker = self._res.worker
+        if worker is None:
+            for entry in self._inflight:
+                entry.error = entry.error or "no async save worker was running for this save"
+        while worker is not None and not all(e.done for e in self._inflight):
+            try:
+                reply = worker.receive(None if blocking else 0.0)
+            except WorkerDiedError as exc:
+                log.error("rank %d: %s", cdist.get_rank(self._group), exc)
+                for entry in self._inflight:
+                    entry.error = entry.error or str(exc)
+                self._stop_worker()
+                return
+            if reply is None:
+                return
+            self._handle(reply)
+
+    def _handle(self, reply: Any) -> None:
+        if isinstance(reply, Attached):
+            self._counts["attaches"] += 1
+            self._counts["worker_ptr"] = reply.data_ptr
+            return
+        for entry in self._inflight:
+            if isinstance(reply, Done) and reply.job_id == entry.job_id:
+                entry.outcome = reply.outcome
+            elif isinstance(reply, Failed) and reply.job_id == entry.job_id:
+                entry.error = reply.error
+
+    def _finished(self, entry: _InFlight) -> FinishedSave:
+        return FinishedSave(
+            target=entry.request.target,
+            staging=entry.staging,
+            metadata=entry.metadata,
+            started_at=entry.started_at,
+            outcome=entry.outcome,
+            error=entry.error,
+        )
+
+    def _run_on_commit(self, request: AsyncRequest) -> None:
+        if request.on_commit is None:
+            return
+        try:
+            request.on_commit()
+        except Exception:
+            # Tolerated: the save is committed and published; what on_commit does (retention)
+            # is retried after the next save.
+            log.exception("iteration %d: on_commit failed", request.target.iteration)
+
+
+def _close_at_exit(ref: weakref.ReferenceType[AsyncSaveQueue]) -> None:
+    """Interpreter exit without ``close()``: stop the worker, commit nothing.
+
+    Committing needs every rank, and at exit some ranks may already be gone: a collective here
+    could hang the exit forever. So saves still in flight stay uncommitted (invisible; start-up
+    GC removes them) and the worker is stopped once its current write is done.
+    """
+    queue = ref()
+    if queue is None or queue._closed:
+        return
+    if queue._inflight:
+        log.warning(
+            "exiting with %d async save(s) not finalized (iterations %s); they stay uncommitted. "
+            "Call maybe_finalize(blocking=True) or close() on every rank before exiting.",
+            len(queue._inflight), [e.request.target.iteration for e in queue._inflight],
+        )
+        queue._inflight.clear()
+    queue._closed = True
+    queue._res.release()

@@ -1,0 +1,182 @@
+"""The peers and baselines of the save benchmark, each as seen by one of 2 gloo ranks.
+
+Every function takes ``(rank, state, workdir)`` (``state``: this rank's random fp32 tensors,
+keys unique per rank) and returns this rank's timings in seconds. The driver takes the
+slowest rank per rep (a save is done when its last rank is). Timed regions start after a
+barrier so both ranks start together.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from bench._ranks import evict, files_under, probe_rate, proc_status_kib
+
+CAIRN_THREADS = 2
+ASYNC_SAVES = 4  # first save, two steady-state saves, one with the compute probe
+
+
+def preload() -> None:
+    """Import everything any method uses, so per-method RSS excludes library code."""
+    import torch.distributed.checkpoint  # noqa: F401
+    from cairn_agent.async_save import queue  # noqa: F401
+    from cairn_agent.engine import load, save  # noqa: F401
+    from megatron.core.dist_checkpointing import mapping  # noqa: F401
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    dist.barrier()
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def baselines(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:
+    """memcpy into pre-faulted buffers, fsync'ed sequential write, cold sequential read."""
+    dst = {k: torch.empty_like(v) for k, v in state.items()}
+    for k, v in state.items():  # first touch, untimed: the floor is a pre-faulted copy
+        dst[k].copy_(v)
+    memcpy_s, _ = _timed(lambda: [dst[k].copy_(v) for k, v in state.items()])
+    path = workdir / f"raw_{rank}.bin"
+    write_s, _ = _timed(lambda: _write_fsync(path, state))
+    evict([path])
+    buf = bytearray(path.stat().st_size)
+    read_s, _ = _timed(lambda: _read_into(path, buf))
+    idle_rate = probe_rate(lambda: False, min_s=1.0)
+    path.unlink()
+    return {"memcpy_s": memcpy_s, "write_s": write_s, "read_s": read_s, "idle_rate": idle_rate}
+
+
+def _write_fsync(path: Path, state: dict[str, torch.Tensor]) -> None:
+    with open(path, "wb") as handle:
+        handle.writelines(memoryview(tensor.numpy()).cast("B") for tensor in state.values())
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_into(path: Path, buf: bytearray) -> None:
+    with open(path, "rb", buffering=0) as handle:
+        view = memoryview(buf)
+        while view:
+            n = handle.readinto(view)
+            if not n:
+                break
+            view = view[n:]
+
+
+def torch_save(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:
+    path = workdir / f"torch_{rank}.pt"
+
+    def save() -> None:
+        torch.save(state, path)
+        fd = os.open(path, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+
+    e2e, _ = _timed(save)
+    return {"blocking_s": e2e, "e2e_s": e2e}
+
+
+def _dcp(threads: int) -> Any:
+    def method(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.filesystem import FileSystemWriter
+
+        writer = FileSystemWriter(workdir / "dcp", thread_count=threads)
+        e2e, _ = _timed(lambda: dcp.save(state, storage_writer=writer))
+        return {"blocking_s": e2e, "e2e_s": e2e}
+
+    return method
+
+
+dcp_save = _dcp(1)
+dcp_save_t2 = _dcp(2)
+
+
+def dcp_async_save(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.filesystem import FileSystemWriter
+
+    # Warm-up save first: its thread pool and plan are one-time costs, like Cairn's first save.
+    dcp.async_save(state, storage_writer=FileSystemWriter(workdir / "dcp_async_warm")).result()
+    idle = probe_rate(lambda: False, min_s=1.0)
+    writer = FileSystemWriter(workdir / "dcp_async")
+    blocking, future = _timed(lambda: dcp.async_save(state, storage_writer=writer))
+    start = time.perf_counter() - blocking
+    busy = probe_rate(lambda: not future.done())
+    future.result()
+    e2e = time.perf_counter() - start
+    hwm = proc_status_kib("VmHWM")
+    return {"blocking_s": blocking, "e2e_s": e2e, "compute_ratio": busy / idle, "hwm_kib": hwm}
+
+
+def _sharded(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    return {k: ShardedTensor.from_rank_offsets(k, v) for k, v in state.items()}
+
+
+def cairn_sync(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:
+    from cairn_agent.engine.load import load_checkpoint_dir
+    from cairn_agent.engine.save import SaveTarget, save_sync
+
+    target = SaveTarget(root=workdir / "cairn_sync", iteration=1)
+    sharded = _sharded(state)
+    e2e, final = _timed(lambda: save_sync(sharded, target, thread_count=CAIRN_THREADS))
+    hwm = proc_status_kib("VmHWM")
+    if rank == 0:
+        evict(files_under(final))
+    # Loads in place into the same tensors (DCP reads into the given storage).
+    load_s, _ = _timed(lambda: load_checkpoint_dir(_sharded(state), final))
+    return {"blocking_s": e2e, "e2e_s": e2e, "load_cold_s": load_s, "hwm_kib": hwm}
+
+
+def cairn_async(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:
+    from cairn_agent.async_save import AsyncRequest, AsyncSaveQueue
+    from cairn_agent.engine.save import SaveTarget
+
+    root = workdir / "cairn_async"
+    queue = AsyncSaveQueue(worker_nice=int(os.environ.get("CAIRN_BENCH_WORKER_NICE", "10")))
+    queue.start_worker()
+    blocking, e2e, ratio = [], [], 0.0
+    for it in range(1, ASYNC_SAVES + 1):
+        request = AsyncRequest(
+            sharded_state_dict=_sharded(state),
+            target=SaveTarget(root=root, iteration=it),
+            thread_count=CAIRN_THREADS,
+        )
+        # Idle compute rate right before the probed save, so both rates see the same load.
+        idle = probe_rate(lambda: False, min_s=1.0) if it == ASYNC_SAVES else 0.0
+        took, _ = _timed(lambda r=request: queue.schedule(r))
+        start = time.perf_counter() - took
+        if it == ASYNC_SAVES:
+            ratio = probe_rate(lambda: queue.writes_in_progress() > 0) / idle
+        queue.maybe_finalize(blocking=True)
+        blocking.append(took)
+        e2e.append(time.perf_counter() - start)
+        _drop_older(root, it, rank)  # untimed: keeps the disk footprint at one checkpoint
+    hwm = proc_status_kib("VmHWM")
+    queue.close()
+    return {
+        "blocking_first_s": blocking[0],
+        "e2e_first_s": e2e[0],
+        "blocking_s": sorted(blocking[1:])[len(blocking[1:]) // 2],
+        "e2e_s": sorted(e2e[1:-1])[len(e2e[1:-1]) // 2],
+        "compute_ratio": ratio,
+        "hwm_kib": hwm,
+    }
+
+
+def _drop_older(root: Path, iteration: int, rank: int) -> None:
+    import shutil
+
+    from cairn_agent.storage import layout
+
+    if rank == 0 and iteration > 1:
+        shutil.rmtree(layout.iteration_dir(root, iteration - 1), ignore_errors=True)

@@ -1,0 +1,115 @@
+"""Run one benchmark method on 2 fresh gloo ranks and report per-rank metrics.
+
+Invoked as ``python -m bench._ranks <method> <json config>`` by the driver, so every method
+starts from fresh processes (first-touch costs and peak RSS are per method). Prints one JSON
+line: ``{"ranks": [metrics of rank 0, metrics of rank 1]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+WORLD = 2
+N_TENSORS = 64
+
+
+def proc_status_kib(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (e.g. ``VmHWM``, ``VmRSS``)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def make_state(rank: int, per_rank_bytes: int) -> dict[str, Any]:
+    """``N_TENSORS`` random fp32 tensors (seeded, incompressible), keys unique to the rank."""
+    import torch
+
+    numel = max(1, per_rank_bytes // 4 // N_TENSORS)
+    gen = torch.Generator().manual_seed(1234 + rank)
+    return {f"r{rank}.t{i}": torch.rand(numel, generator=gen) for i in range(N_TENSORS)}
+
+
+def evict(paths: list[Path]) -> None:
+    """Drop the files' pages from the page cache (no root needed), after making them durable."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def files_under(directory: Path) -> list[Path]:
+    return [p for p in Path(directory).rglob("*") if p.is_file()]
+
+
+def probe_rate(keep_going: Any, max_s: float = 60.0, min_s: float = 0.0) -> float:
+    """Matmuls per second of a 256x256 loop, run while ``keep_going()`` (at least ``min_s``)."""
+    import torch
+
+    a = torch.rand(256, 256, generator=torch.Generator().manual_seed(0))
+    count, start = 0, time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - start
+        if elapsed >= max_s or (elapsed >= min_s and not keep_going()):
+            break
+        chunk_end = time.perf_counter() + 0.05
+        while time.perf_counter() < chunk_end:
+            a @ a
+            count += 1
+    return count / max(time.perf_counter() - start, 1e-9)
+
+
+def _entry(method: str, rank: int, cfg: dict[str, Any], store: str, queue: Any) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    try:
+        import torch
+        import torch.distributed as dist
+
+        from bench import _methods
+
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+        _methods.preload()
+        # Peak RSS is reported net of the interpreter and libraries, which every method shares.
+        rss_before = proc_status_kib("VmRSS")
+        state = make_state(rank, int(cfg["per_rank_bytes"]))
+        workdir = Path(cfg["workdir"])
+        metrics = getattr(_methods, method)(rank, state, workdir)
+        metrics.setdefault("hwm_kib", proc_status_kib("VmHWM"))
+        metrics["rss_before_state_kib"] = rss_before
+        dist.barrier()
+        dist.destroy_process_group()
+        queue.put((rank, metrics))
+    except BaseException:  # noqa: BLE001 - the launcher reports it
+        queue.put((rank, {"error": traceback.format_exc()}))
+
+
+def run(method: str, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with tempfile.TemporaryDirectory(prefix="cairn-bench-store-") as tmp:
+        store = os.path.join(tmp, "store")
+        procs = [ctx.Process(target=_entry, args=(method, r, cfg, store, queue)) for r in range(WORLD)]
+        for proc in procs:
+            proc.start()
+        results = dict(queue.get(timeout=1800) for _ in range(WORLD))
+        for proc in procs:
+            proc.join(60)
+    return [results[r] for r in range(WORLD)]
+
+
+if __name__ == "__main__":
+    out = run(sys.argv[1], json.loads(sys.argv[2]))
+    print(json.dumps({"ranks": out}))

@@ -1,0 +1,21 @@
+"""``make bench``: every benchmark of the repository, one after the other."""
+
+from __future__ import annotations
+
+import importlib.util
+
+
+def main() -> None:
+    from bench import save_bench
+
+    save_bench.main()
+    if importlib.util.find_spec("bench.operator_scale") is None:
+        print("bench.operator_scale not present; operator scale benchmark skipped")
+        return
+    from bench import operator_scale
+
+    operator_scale.main()
+
+
+if __name__ == "__main__":
+    main()
