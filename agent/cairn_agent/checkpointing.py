@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cairn_agent import load_flow, local_flow, resume, save_flow
+from cairn_agent import load_flow, local_flow, reporting, resume, save_flow
 from cairn_agent.base_load import (
     _load_base_checkpoint,
     _load_global_dist_base_checkpoint,
@@ -185,6 +185,12 @@ def maybe_finalize_async_save(
     queue.maybe_finalize(blocking=blocking)
     if terminate:
         global_state.close_async_queue()
+        reporting.worker_heartbeat(global_state, "Stopped", None)
+        return
+    # Called every training step, so it doubles as the async worker's heartbeat to the
+    # cluster (the reporter throttles it): a stalled or dead worker shows as Degraded.
+    worker_state = "Writing" if queue.writes_in_progress() else "Idle"
+    reporting.worker_heartbeat(global_state, worker_state, queue.stats().worker_pid)
 
 
 def is_empty_async_queue(global_state: GlobalState) -> bool:

@@ -7,8 +7,10 @@ training: the reporter queues them and a background thread sends them.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,23 @@ from cairn_agent.storage.resolve import LoadCandidate
 logger = logging.getLogger(__name__)
 
 _ATTRIBUTE = "_cairn_status_reporter"
+MIN_INTERVAL_ENV = "CAIRN_STATUS_MIN_INTERVAL_S"
+DEFAULT_MIN_INTERVAL_S = 5.0
+_EXIT_FLUSH_TIMEOUT_S = 10.0
+_MAX_CHECK_CHARS = 300
 # Reasons for which the operator's resume point overrides the tracker: an SRE pinned an
 # iteration, or the tracker's target was reported corrupt and the operator moved back.
 CLUSTER_PIN_REASONS = frozenset({"Pinned", "FallbackFromCorrupt"})
+
+
+def _min_interval_s() -> float:
+    """Seconds between two status patches: ``$CAIRN_STATUS_MIN_INTERVAL_S``, default 5."""
+    raw = os.environ.get(MIN_INTERVAL_ENV, "")
+    try:
+        return float(raw) if raw else DEFAULT_MIN_INTERVAL_S
+    except ValueError:
+        logger.warning("ignoring %s=%r: not a number of seconds", MIN_INTERVAL_ENV, raw)
+        return DEFAULT_MIN_INTERVAL_S
 
 
 def reporter(state: Any) -> StatusReporter | None:
@@ -33,8 +49,12 @@ def reporter(state: Any) -> StatusReporter | None:
         return None
     found: StatusReporter | None = getattr(state, _ATTRIBUTE, None)
     if found is None:
-        found = StatusReporter()
+        found = StatusReporter(min_interval_s=_min_interval_s())
         setattr(state, _ATTRIBUTE, found)
+        if found.enabled:
+            # The sender is a daemon thread throttled to one patch per interval: without a
+            # flush at exit, a job's last reports (often its newest save) would be lost.
+            atexit.register(found.close, _EXIT_FLUSH_TIMEOUT_S)
     return found if found.enabled else None
 
 
@@ -56,6 +76,20 @@ def saved(state: Any, directory: Path, iteration: int) -> None:
         manifest_digest=manifest.digest(),
         verified=True,
     )
+
+
+def save_phase(state: Any, iteration: int | None, phase: str | None, *, is_async: bool) -> None:
+    """A save of ``iteration`` entered ``phase`` (``contract.SAVE_PHASES``); None clears it."""
+    target = reporter(state)
+    if target is not None:
+        target.report_save_phase(iteration, phase, is_async=is_async)
+
+
+def worker_heartbeat(state: Any, worker_state: str, pid: int | None) -> None:
+    """The async worker is alive (throttled by the reporter, so calling every step is fine)."""
+    target = reporter(state)
+    if target is not None:
+        target.report_heartbeat(worker_state, pid)
 
 
 def deleted(state: Any, iterations: Iterable[int]) -> None:
@@ -81,9 +115,10 @@ def corrupt(state: Any, candidate: LoadCandidate, error: BaseException) -> None:
     if isinstance(error, CheckpointCorruptError):
         target.report_corrupt(candidate.iteration, str(error.path), error.check)
     else:
-        target.report_corrupt(
-            candidate.iteration, str(candidate.path), f"{type(error).__name__}: {error}"
-        )
+        # One line: this text lands in status.corruptIterations and in an Event message.
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        check = f"{type(error).__name__}: {first_line}"[:_MAX_CHECK_CHARS]
+        target.report_corrupt(candidate.iteration, str(candidate.path), check)
 
 
 def cluster_pin(state: Any) -> int | None:

@@ -206,6 +206,7 @@ def retention_callback(
     def run() -> None:
         if not dest.non_persistent:
             reporting.saved(state, layout.iteration_dir(dest.root, iteration), iteration)
+            reporting.save_phase(state, None, None, is_async=state.cfg.checkpoint.async_save)
         try:
             reporting.deleted(state, apply_keep_last(state, dest, iteration))
         except (CairnError, OSError) as exc:
@@ -305,6 +306,8 @@ def save(
                 on_commit=on_commit,
             )
         )
+        if not dest.non_persistent:
+            reporting.save_phase(state, iteration, "Writing", is_async=True)
         logger.info(
             "rank %d: scheduled async save of iteration %d to %s",
             dist.get_rank(),

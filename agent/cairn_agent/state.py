@@ -144,7 +144,10 @@ class GlobalState:
         """Start the persistent async worker now rather than at the first save (Bridge API)."""
         ckpt = self.cfg.checkpoint
         if ckpt.save is not None and ckpt.async_save and ckpt.use_persistent_ckpt_worker:
-            self.async_calls_queue  # noqa: B018 - touching the property creates the worker
+            queue = self.async_calls_queue
+            if queue is not None:
+                # Start the worker now, so the first save does not wait for its start-up.
+                queue.start_worker()
 
     def close_async_queue(self) -> None:
         """Close the async queue (after its last finalize); a later save creates a new one."""

@@ -42,3 +42,24 @@ def resume_under_cluster_pin(rank: int, world: int, root: str, env: dict[str, st
         if target is not None:
             target.close()
     return iteration
+
+
+def report_async_saves(rank: int, world: int, root: str, env: dict[str, str]) -> bool:
+    """Two async saves with a finalize poll per step, then a blocking, terminating finalize."""
+    from cairn_agent import checkpointing
+
+    os.environ.update(env)
+    job = Job(rank, 0, save=root, async_save=True, most_recent_k=2)
+    ckpt = job.state.cfg.checkpoint
+    checkpointing.init_async_checkpoint_worker(job.state)
+    for _ in range(2):
+        job.step()
+        job.save()
+        checkpointing.maybe_finalize_async_save(job.state, ckpt)
+    checkpointing.maybe_finalize_async_save(job.state, ckpt, blocking=True, terminate=True)
+    target = reporting.reporter(job.state)
+    if target is None:  # not rank 0
+        return True
+    flushed = target.flush(timeout=30)
+    target.close()
+    return flushed

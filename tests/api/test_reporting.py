@@ -12,7 +12,11 @@ from typing import Any, ClassVar
 
 import pytest
 
-from tests.api._reporting import report_saves_and_resume, resume_under_cluster_pin
+from tests.api._reporting import (
+    report_async_saves,
+    report_saves_and_resume,
+    resume_under_cluster_pin,
+)
 from tests.distributed import run_ranks
 
 
@@ -104,3 +108,21 @@ def test_resume_honours_the_point_the_cluster_pinned(
         _StatusApi.published = {"resumeFrom": {**published, "source": "persistent"}}
     resumed = run_ranks(resume_under_cluster_pin, 2, str(tmp_path / "run"), env)
     assert resumed == [expected, expected]
+
+
+def test_async_saves_report_the_save_in_flight_and_the_worker_heartbeat(
+    status_api: tuple[list[dict[str, Any]], dict[str, str]], tmp_path: Path
+) -> None:
+    patches, env = status_api
+    # The reporter coalesces patches sent within its interval; make every report its own.
+    env = {**env, "CAIRN_STATUS_MIN_INTERVAL_S": "0"}
+    assert run_ranks(report_async_saves, 2, str(tmp_path / "run"), env) == [True, True]
+    statuses = [p["status"] for p in patches]
+    in_flight = [s["saveInProgress"] for s in statuses if "saveInProgress" in s]
+    assert any(v and v["phase"] == "Writing" and v["async"] for v in in_flight)
+    assert in_flight[-1] is None, "the save in flight was not cleared after its commit"
+    beats = [s["asyncWorker"] for s in statuses if "asyncWorker" in s]
+    assert any(isinstance(b.get("pid"), int) for b in beats), beats
+    assert beats[-1]["state"] == "Stopped"
+    saved = [s["savedIterations"] for s in statuses if "savedIterations" in s][-1]
+    assert [entry["iteration"] for entry in saved] == [1, 2]

@@ -1,27 +1,50 @@
-"""``cairn demo``: Cairn end to end on this machine, as a list of named steps.
+"""``cairn demo``: the whole Cairn story on this machine, as a list of named steps.
 
-Each step prints what it shows. The checkpoint root is kept afterwards (its path is printed) so
-the commands of the tour (``cairn inspect|verify|gc``) can be run on it. Only the save/load step
-imports torch, and only when it runs.
+A local Kubernetes API server (the sandbox, with the Checkpoint CRD) and the Cairn operator run
+in this process; ``kubectl`` and a 2-rank gloo training job run as real subprocesses against them.
+The job checkpoints and reports to its Checkpoint; then its newest checkpoint is corrupted on
+disk, and the restarted job refuses it and falls back while the operator moves the resume point
+back; training goes on and retention cleans up. Each step prints what it shows and fails loudly
+when it does not see what it expects. The checkpoint root is kept afterwards (its path is
+printed) so ``cairn inspect|verify|gc`` can be run on it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
+import shutil
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from cairn_agent import contract
 from cairn_agent.cli import gc as gc_command
 from cairn_agent.cli import inspect as inspect_command
 from cairn_agent.cli import verify as verify_command
+from cairn_agent.cli.demo_cluster import (
+    DemoCluster,
+    TrainingJob,
+    checkpoint_manifest,
+    finish_training,
+    start_training,
+    wait_for,
+    wait_until_resumed,
+)
+from cairn_agent.storage import layout
 from cairn_agent.storage.retention import RetentionPolicy
 
 NAME = "demo"
+CHECKPOINT = "demo"
+KEEP_LAST = 2
+SAVE_INTERVAL = 10
+FIRST_RUN_STEPS = 30
+SECOND_RUN_STEPS = 50
+HOLD_FILE = "release-the-restarted-job"
 
 
 @dataclass(kw_only=True)
@@ -31,9 +54,22 @@ class DemoContext:
     root: Path
     """Checkpoint root the demo writes into."""
     world_size: int
-    """Number of gloo ranks of the save/load round trip."""
+    """Number of gloo ranks of the training job."""
     out: TextIO = field(default_factory=lambda: sys.stdout)
     """Where steps print."""
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    """Closes what the steps started (API server, operator, a held training job)."""
+    cluster: DemoCluster | None = None
+    """The API server and operator, once started."""
+    corrupted: int | None = None
+    """The iteration whose shard the demo corrupted."""
+    restarted: TrainingJob | None = None
+    """The restarted training job, held after resuming until the demo has shown the cluster."""
+
+    def kube(self) -> DemoCluster:
+        if self.cluster is None:
+            raise RuntimeError("the cluster step did not run; run the steps in order")
+        return self.cluster
 
 
 @dataclass(frozen=True)
@@ -50,7 +86,7 @@ def add_parser(subparsers: Any) -> None:
     """Register ``cairn demo``."""
     parser = subparsers.add_parser(
         NAME,
-        help="save and load a sharded state on 2 CPU ranks, then inspect, verify and plan GC",
+        help="the whole story locally: API server, operator, training, corruption, fallback",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -65,17 +101,23 @@ def run(args: argparse.Namespace) -> int:
     if args.world_size < 1:
         raise ValueError(f"--world-size={args.world_size} must be >= 1")
     root = args.dir if args.dir is not None else Path(tempfile.mkdtemp(prefix="cairn-demo-"))
-    context = DemoContext(root=root, world_size=args.world_size)
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(
+            f"--dir {root} is not empty; the demo starts from an empty checkpoint root"
+        )
+    context = DemoContext(root=root.resolve(), world_size=args.world_size)
     run_steps(STEPS, context)
     return 0
 
 
 def run_steps(steps: tuple[Step, ...], context: DemoContext) -> None:
-    """Run ``steps`` in order, each under a numbered heading."""
-    for number, step in enumerate(steps, start=1):
-        heading = f"[{number}/{len(steps)}] {step.title}"
-        print(f"\n{heading}\n{'-' * len(heading)}", file=context.out, flush=True)
-        step.run(context)
+    """Run ``steps`` in order, each under a numbered heading; stop what they started at the end."""
+    context.root.mkdir(parents=True, exist_ok=True)
+    with context.stack:
+        for number, step in enumerate(steps, start=1):
+            heading = f"[{number}/{len(steps)}] {step.title}"
+            print(f"\n{heading}\n{'-' * len(heading)}", file=context.out, flush=True)
+            step.run(context)
     print(_closing(context.root), file=context.out, flush=True)
 
 
@@ -88,47 +130,198 @@ def _closing(root: Path) -> str:
     )
 
 
-def save_and_load(context: DemoContext) -> None:
-    """A real sharded save and resume on ``world_size`` gloo ranks (imports torch)."""
-    from cairn_agent.engine.demo import roundtrip_demo
-
-    # The ranks are fresh interpreters that inherit the environment: keep megatron-core's
-    # "Apex/Transformer Engine not installed" warnings from burying the demo's output.
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    summary = roundtrip_demo(context.root, world_size=context.world_size)
-    print(summary, file=context.out)
+def say(context: DemoContext, message: str) -> None:
+    print(f"==> {message}", file=context.out, flush=True)
 
 
-def show_inspect(context: DemoContext) -> None:
-    """What ``cairn inspect`` shows for the root the demo wrote."""
-    report = inspect_command.inspect_root(context.root)
-    print(inspect_command.render(report), file=context.out)
+def _resume_point(context: DemoContext) -> Mapping[str, Any]:
+    point = context.kube().status(CHECKPOINT).get(contract.RESUME_FROM)
+    return point if isinstance(point, Mapping) else {}
 
 
-def show_verify(context: DemoContext) -> None:
-    """``cairn verify --deep``; the demo fails loudly if its own checkpoint does not verify."""
+def _wait_resume_point(context: DemoContext, iteration: int, reasons: tuple[str, ...]) -> str:
+    """Wait until the operator publishes ``iteration`` as the resume point; its reason."""
+
+    def probe() -> str | None:
+        point = _resume_point(context)
+        ok = point.get("iteration") == iteration and point.get("reason") in reasons
+        return str(point["reason"]) if ok else None
+
+    what = f"status.resumeFrom = iteration {iteration} ({' or '.join(reasons)})"
+    try:
+        return wait_for(what, probe)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; last seen: {dict(_resume_point(context))}") from None
+
+
+def _training_args(context: DemoContext, steps: int) -> list[str]:
+    return [
+        "--save", str(context.root), "--steps", str(steps),
+        "--save-interval", str(SAVE_INTERVAL), "--keep", str(KEEP_LAST),
+        "--world-size", str(context.world_size),
+    ]  # fmt: skip
+
+
+def _expect_line(lines: list[str], text: str) -> None:
+    if not any(text in line for line in lines):
+        raise RuntimeError(f"the training job did not print {text!r}; it printed {lines}")
+
+
+# --- the steps --------------------------------------------------------------------------------
+def start_cluster(context: DemoContext) -> None:
+    """API server + operator; a Checkpoint for the demo's root; the operator validates it."""
+    if shutil.which("kubectl") is None:
+        raise RuntimeError("kubectl is not on PATH; the demo shows the cluster through it")
+    cluster = context.stack.enter_context(DemoCluster(context.out))
+    context.cluster = cluster
+    say(context, f"Kubernetes API sandbox at {cluster.url}; the operator runs in this process")
+    cluster.create(checkpoint_manifest(CHECKPOINT, context.root, keep_last=KEEP_LAST))
+    say(context, f"created Checkpoint {CHECKPOINT} (storage {context.root}, keepLast {KEEP_LAST})")
+
+    def valid() -> str | None:
+        status = cluster.status(CHECKPOINT)
+        for condition in status.get("conditions") or ():
+            if condition.get("type") == "Valid" and condition.get("status") == "True":
+                return f"Valid ({condition.get('message')}), phase {status.get('phase')}"
+        return None
+
+    judged = wait_for("the operator to accept the spec (condition Valid=True)", valid)
+    say(context, f"the operator judged it: {judged}; no checkpoint yet")
+    cluster.kubectl("get", "ckpt")
+
+
+def train_first_run(context: DemoContext) -> None:
+    """Generation 0 trains and saves; the agent reports; the operator picks the resume point."""
+    cluster = context.kube()
+    job = start_training(
+        cluster, _training_args(context, FIRST_RUN_STEPS), generation=0, checkpoint=CHECKPOINT
+    )
+    _expect_line(finish_training(cluster, job), "starting at step 0")
+    reason = _wait_resume_point(context, FIRST_RUN_STEPS, ("LatestVerified",))
+    say(context, f"the operator published resumeFrom: iteration {FIRST_RUN_STEPS} ({reason})")
+    cluster.kubectl("get", "ckpt")
+    cluster.kubectl("cairn", "describe", CHECKPOINT)
+
+
+def corrupt_newest(context: DemoContext) -> None:
+    """Flip bytes in the newest checkpoint's largest shard; ``cairn verify --deep`` catches it."""
+    newest = int(layout.tracker_path(context.root).read_text().strip())
+    directory = layout.iteration_dir(context.root, newest)
+    shard = max(directory.glob(f"*{layout.DISTCP_SUFFIX}"), key=lambda p: p.stat().st_size)
+    data = bytearray(shard.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    shard.write_bytes(bytes(data))
+    context.corrupted = newest
+    say(context, f"flipped 16 bytes in the middle of {shard.relative_to(context.root)}")
+    command = ["cairn", "verify", str(context.root), "--deep"]
+    print(f"$ {' '.join(command)}", file=context.out)
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=context.kube().env(), timeout=120, check=False
+    )
+    print(done.stdout.rstrip() + "\n" + done.stderr.rstrip(), file=context.out)
+    if done.returncode != 2 or shard.name not in done.stdout + done.stderr:
+        raise RuntimeError(f"cairn verify --deep exited {done.returncode} without naming {shard}")
+    say(context, f"cairn verify exited {done.returncode}: iteration {newest} is corrupt")
+
+
+def restart_and_fall_back(context: DemoContext) -> None:
+    """Generation 1 refuses the corrupt checkpoint; the operator moves resumeFrom back."""
+    cluster, bad = context.kube(), _corrupted(context)
+    hold = cluster.scratch / HOLD_FILE
+    argv = [*_training_args(context, SECOND_RUN_STEPS), "--hold", str(hold)]
+    job = start_training(cluster, argv, generation=1, checkpoint=CHECKPOINT)
+    context.restarted = job
+    wait_until_resumed(hold, job)
+    lines = job.show_new_lines(context.out)
+    _expect_line(lines, "falling back to")
+    _expect_line(lines, f"resumed from iteration {bad - SAVE_INTERVAL}")
+    say(context, "the restarted job resumed and is held while we look at the cluster:")
+    previous = bad - SAVE_INTERVAL
+    reason = _wait_resume_point(context, previous, ("FallbackFromCorrupt",))
+    say(context, f"resumeFrom moved back to iteration {previous} ({reason})")
+    events = wait_for("a ResumeFallback Event", lambda: cluster.events("ResumeFallback") or None)
+    cluster.kubectl("get", "ckpt")
+    cluster.kubectl(
+        "get",
+        "events",
+        "--field-selector",
+        "reason=ResumeFallback",
+        "-o",
+        "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name",
+    )
+    say(context, f"Event message: {_brief(str(events[-1].get('message')))}")
+    reported = cluster.status(CHECKPOINT).get(contract.CORRUPT_ITERATIONS) or []
+    if bad not in [entry.get("iteration") for entry in reported]:
+        raise RuntimeError(f"iteration {bad} is not in status.corruptIterations: {reported}")
+    say(context, f"status.corruptIterations lists iteration {bad}")
+    hold.touch()
+
+
+def continue_training(context: DemoContext) -> None:
+    """The job trains on from the fallback and saves good checkpoints past the corrupt one."""
+    cluster = context.kube()
+    if context.restarted is None:
+        raise RuntimeError("the restart step did not run; run the steps in order")
+    say(context, "released the restarted job")
+    finish_training(cluster, context.restarted)
+    reason = _wait_resume_point(context, SECOND_RUN_STEPS, ("LatestVerified",))
+    say(context, f"the operator published resumeFrom: iteration {SECOND_RUN_STEPS} ({reason})")
+    cluster.kubectl("get", "ckpt")
+    last = cluster.status(CHECKPOINT).get(contract.LAST_RESUME) or {}
+    say(
+        context,
+        f"status.lastResume: iteration {last.get('iteration')}, "
+        f"generation {last.get('generation')} (reported by the restarted job)",
+    )
+
+
+def inspect_and_plan(context: DemoContext) -> None:
+    """``cairn inspect``, ``cairn verify --deep`` (all good again), ``cairn gc --dry-run``."""
+    print(f"$ cairn inspect {context.root}", file=context.out)
+    print(inspect_command.render(inspect_command.inspect_root(context.root)), file=context.out)
     findings = verify_command.verify_root(context.root, deep=True)
+    print(f"$ cairn verify {context.root} --deep", file=context.out)
     print(verify_command.render(findings, deep=True), file=context.out)
-    corrupt = [f.detail for f in findings if f.status == "corrupt"]
+    corrupt = [f.detail for f in findings if f.status != "ok"]
     if corrupt:
-        raise RuntimeError(f"the demo's checkpoint failed verification: {corrupt}")
-
-
-def show_gc_plan(context: DemoContext) -> None:
-    """What ``cairn gc --keep-last 1 --dry-run`` would do (nothing is deleted)."""
+        raise RuntimeError(f"the demo's checkpoint root failed verification: {corrupt}")
     options = gc_command.GcOptions(
-        policy=RetentionPolicy(keep_last=1),
+        policy=RetentionPolicy(keep_last=KEEP_LAST),
         protect=frozenset(),
         generation=None,
         deep=False,
         dry_run=True,
     )
+    print(f"$ cairn gc {context.root} --keep-last {KEEP_LAST} --dry-run", file=context.out)
     print(gc_command.render(gc_command.collect(context.root, options)), file=context.out)
+    say(
+        context,
+        f"the job kept iteration {_corrupted(context) - SAVE_INTERVAL} beyond keepLast "
+        f"{KEEP_LAST}: the agent protects the checkpoint a run resumed from while that run lasts",
+    )
+
+
+def _brief(text: str) -> str:
+    """A message's first line, and its last when it spans several (tracebacks)."""
+    lines = text.strip().splitlines() or [""]
+    return lines[0] if len(lines) == 1 else f"{lines[0]} [...] {lines[-1]}"
+
+
+def _corrupted(context: DemoContext) -> int:
+    if context.corrupted is None:
+        raise RuntimeError("the corruption step did not run; run the steps in order")
+    return context.corrupted
 
 
 STEPS: tuple[Step, ...] = (
-    Step("Save a sharded state on 2 CPU ranks, load it back (gloo)", save_and_load),
-    Step("Inspect the checkpoint root (cairn inspect)", show_inspect),
-    Step("Verify every file against its manifest (cairn verify --deep)", show_verify),
-    Step("Plan retention without deleting (cairn gc --keep-last 1 --dry-run)", show_gc_plan),
-)
+    Step("Start a local API server and the operator; create Checkpoint 'demo'", start_cluster),
+    Step("Train on 2 gloo ranks; the agent reports, the operator picks a resume point",
+         train_first_run),
+    Step("Disaster: corrupt the newest checkpoint on disk (cairn verify --deep)", corrupt_newest),
+    Step("Restart: the agent refuses the corrupt checkpoint, the operator falls back",
+         restart_and_fall_back),
+    Step("Training goes on and saves good checkpoints past the corrupt one", continue_training),
+    Step("Inspect, verify and plan retention (cairn inspect / verify / gc --dry-run)",
+         inspect_and_plan),
+)  # fmt: skip
