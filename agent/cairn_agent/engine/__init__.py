@@ -10,7 +10,6 @@ Layers, lowest first (each module imports only the ones above it in this list):
 - ``save``: the synchronous commit protocol across ranks (DESIGN.md §3), split into steps
   that the async engine reuses.
 - ``load``: verify a committed iteration directory, then load it.
-- ``demo``: a self-contained multi-rank round trip (``cairn demo``).
 
 Nothing here initialises CUDA: control tensors follow the process group's backend.
 """
