@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue as queue_module
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -45,7 +46,12 @@ def rank_context() -> Any:
 
 
 def _entry(
-    fn: Callable[..., Any], rank: int, world_size: int, store_path: str, args: tuple[Any, ...], queue: Any
+    fn: Callable[..., Any],
+    rank: int,
+    world_size: int,
+    store_path: str,
+    args: tuple[Any, ...],
+    queue: Any,
 ) -> None:
     import torch
     import torch.distributed as dist
@@ -77,7 +83,9 @@ def run_ranks(
     with tempfile.TemporaryDirectory(prefix="cairn-store-") as store_dir:
         store_path = os.path.join(store_dir, "store")
         procs = [
-            ctx.Process(target=_entry, args=(fn, r, world_size, store_path, args, queue), daemon=False)
+            ctx.Process(
+                target=_entry, args=(fn, r, world_size, store_path, args, queue), daemon=False
+            )
             for r in range(world_size)
         ]
         for p in procs:
@@ -88,7 +96,7 @@ def run_ranks(
             for _ in range(world_size):
                 rank, ok, payload = queue.get(timeout=timeout_s)
                 (results if ok else errors)[rank] = payload
-        except Exception as exc:  # queue.Empty: some rank hung or died without reporting
+        except queue_module.Empty as exc:  # some rank hung or died without reporting
             missing = sorted(set(range(world_size)) - set(results) - set(errors))
             errors.setdefault(-1, f"ranks {missing} did not report within {timeout_s}s: {exc!r}")
         finally:
