@@ -67,6 +67,8 @@ class Job:
         loss.backward()
         world = dist.get_world_size()
         for p in self.model.parameters():
+            if not p.requires_grad:
+                continue  # frozen (e.g. base weights under PEFT)
             assert p.grad is not None
             dist.all_reduce(p.grad)
             p.grad /= world
