@@ -101,7 +101,9 @@ def run(method: str, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     queue = ctx.Queue()
     with tempfile.TemporaryDirectory(prefix="cairn-bench-store-") as tmp:
         store = os.path.join(tmp, "store")
-        procs = [ctx.Process(target=_entry, args=(method, r, cfg, store, queue)) for r in range(WORLD)]
+        procs = [
+            ctx.Process(target=_entry, args=(method, r, cfg, store, queue)) for r in range(WORLD)
+        ]
         for proc in procs:
             proc.start()
         results = dict(queue.get(timeout=1800) for _ in range(WORLD))

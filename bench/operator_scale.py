@@ -54,9 +54,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _request(url: str, method: str = "GET", body: Any = None, content_type: str = "application/json") -> Any:
+def _request(
+    url: str, method: str = "GET", body: Any = None, content_type: str = "application/json"
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": content_type}
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         return json.loads(resp.read() or b"null")
 
@@ -74,8 +78,13 @@ def _wait_http(url: str, timeout: float = 60.0) -> None:
 
 def _spawn(code: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -91,26 +100,51 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 def _manifest(i: int, ns: str = "default") -> dict[str, Any]:
-    return {"apiVersion": "cairn.dev/v1alpha1", "kind": "Checkpoint",
-            "metadata": {"name": f"job-{i:04d}", "namespace": ns},
-            "spec": {"storage": {"persistent": {"claimName": "pvc", "mountPath": "/c", "path": f"/c/job-{i:04d}"}},
-                     "save": {"interval": 100}, "retention": {"keepLast": 3}}}
+    return {
+        "apiVersion": "cairn.dev/v1alpha1",
+        "kind": "Checkpoint",
+        "metadata": {"name": f"job-{i:04d}", "namespace": ns},
+        "spec": {
+            "storage": {
+                "persistent": {"claimName": "pvc", "mountPath": "/c", "path": f"/c/job-{i:04d}"}
+            },
+            "save": {"interval": 100},
+            "retention": {"keepLast": 3},
+        },
+    }
 
 
 def _agent_update(i: int, round_: int) -> dict[str, Any]:
     its = [100 * (k + 1) for k in range(round_ + 1)]
-    saved = [{"iteration": it, "committedAt": "2026-01-01T00:00:00Z", "bytes": 1 << 20, "files": 8,
-              "manifestDigest": f"sha256:{i}-{it}", "verified": True} for it in its]
-    return {"status": {"savedIterations": saved, "latestCommittedIteration": its[-1],
-                       "lastSaveTime": "2026-01-01T00:00:00Z",
-                       "asyncWorker": {"state": "Stopped", "heartbeatTime": "2026-01-01T00:00:00Z", "pid": 1}}}
+    saved = [
+        {
+            "iteration": it,
+            "committedAt": "2026-01-01T00:00:00Z",
+            "bytes": 1 << 20,
+            "files": 8,
+            "manifestDigest": f"sha256:{i}-{it}",
+            "verified": True,
+        }
+        for it in its
+    ]
+    return {
+        "status": {
+            "savedIterations": saved,
+            "latestCommittedIteration": its[-1],
+            "lastSaveTime": "2026-01-01T00:00:00Z",
+            "asyncWorker": {"state": "Stopped", "heartbeatTime": "2026-01-01T00:00:00Z", "pid": 1},
+        }
+    }
 
 
 def _converged(url: str, final_iteration: int) -> int:
     items = _request(url + API.format(ns="default"))["items"]
-    return sum(1 for o in items
-               if ((o.get("status") or {}).get("resumeFrom") or {}).get("iteration") == final_iteration
-               and (o.get("status") or {}).get("phase") == "Ready")
+    return sum(
+        1
+        for o in items
+        if ((o.get("status") or {}).get("resumeFrom") or {}).get("iteration") == final_iteration
+        and (o.get("status") or {}).get("phase") == "Ready"
+    )
 
 
 def _metric(metrics_url: str, name: str, labels: str) -> float:
@@ -131,7 +165,15 @@ async def _ceiling(url: str, seconds: float, concurrency: int = 32) -> float:
     async def worker(session: aiohttp.ClientSession) -> None:
         nonlocal done
         while time.monotonic() < deadline:
-            body = {"status": {"asyncWorker": {"state": "Stopped", "heartbeatTime": "2026-01-01T00:00:00Z", "pid": done}}}
+            body = {
+                "status": {
+                    "asyncWorker": {
+                        "state": "Stopped",
+                        "heartbeatTime": "2026-01-01T00:00:00Z",
+                        "pid": done,
+                    }
+                }
+            }
             async with session.patch(target, json=body, headers=headers) as resp:
                 await resp.read()
                 done += resp.status == 200
@@ -147,15 +189,26 @@ def _drive_agents(url: str, ns: str = "default") -> None:
     with ThreadPoolExecutor(CLIENT_THREADS) as pool:
         list(pool.map(lambda i: _request(base, "POST", _manifest(i, ns)), range(N_CHECKPOINTS)))
         for round_ in range(N_UPDATES):
-            list(pool.map(lambda i, r=round_: _request(
-                f"{base}/job-{i:04d}/status", "PATCH", _agent_update(i, r),
-                "application/merge-patch+json"), range(N_CHECKPOINTS)))
+            list(
+                pool.map(
+                    lambda i, r=round_: _request(
+                        f"{base}/job-{i:04d}/status",
+                        "PATCH",
+                        _agent_update(i, r),
+                        "application/merge-patch+json",
+                    ),
+                    range(N_CHECKPOINTS),
+                )
+            )
 
 
 def _baseline(url: str) -> dict[str, Any]:
     """kopf's floor: CPU per event of a no-op kopf operator fed the same agent traffic."""
-    _request(url + "/api/v1/namespaces", "POST", {"apiVersion": "v1", "kind": "Namespace",
-                                                  "metadata": {"name": BASELINE_NS}})
+    _request(
+        url + "/api/v1/namespaces",
+        "POST",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": BASELINE_NS}},
+    )
     operator = _spawn(BASELINE_OPERATOR.format(url=url, ns=BASELINE_NS))
     try:
         time.sleep(3.0)  # discovery and watch start
@@ -168,7 +221,10 @@ def _baseline(url: str) -> dict[str, Any]:
         operator.terminate()
         operator.wait(30)
     events = N_CHECKPOINTS * (1 + N_UPDATES)
-    return {"kopf_noop_cpu_ms_per_event": round(1000 * cpu / events, 3), "kopf_noop_peak_rss_mib": round(rss, 1)}
+    return {
+        "kopf_noop_cpu_ms_per_event": round(1000 * cpu / events, 3),
+        "kopf_noop_peak_rss_mib": round(rss, 1),
+    }
 
 
 def _run(url: str, tmp: Path) -> dict[str, Any]:
@@ -176,7 +232,8 @@ def _run(url: str, tmp: Path) -> dict[str, Any]:
     operator = _spawn(
         "from cairn_operator.run import run\nfrom cairn_operator.settings import OperatorSettings\n"
         f"run(namespace='default', metrics_port={metrics_port}, server={url!r}, quiet=True, "
-        "settings=OperatorSettings(health_interval_s=30.0))")
+        "settings=OperatorSettings(health_interval_s=30.0))"
+    )
     try:
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         _wait_http(metrics_url)
@@ -192,16 +249,21 @@ def _run(url: str, tmp: Path) -> dict[str, Any]:
             time.sleep(0.5)
         elapsed = time.monotonic() - t0
         cpu = _proc_cpu_s(operator.pid) - cpu0
-        cycles = _metric(metrics_url, "cairn_operator_reconcile_duration_seconds_count", 'handler="checkpoint"')
+        cycles = _metric(
+            metrics_url, "cairn_operator_reconcile_duration_seconds_count", 'handler="checkpoint"'
+        )
         rss = _peak_rss_mib(operator.pid)
     finally:
         operator.terminate()
         operator.wait(30)
     changes = N_CHECKPOINTS * (1 + N_UPDATES)
     return {
-        "checkpoints": N_CHECKPOINTS, "agent_updates_each": N_UPDATES,
-        "changes": changes, "reconcile_cycles": int(cycles),
-        "seconds_to_converge": round(elapsed, 2), "seconds_driving_agents": round(driven, 2),
+        "checkpoints": N_CHECKPOINTS,
+        "agent_updates_each": N_UPDATES,
+        "changes": changes,
+        "reconcile_cycles": int(cycles),
+        "seconds_to_converge": round(elapsed, 2),
+        "seconds_driving_agents": round(driven, 2),
         "reconciles_per_second": round(changes / elapsed, 1),
         "reconcile_cycles_per_second": round(cycles / elapsed, 1),
         "operator_cpu_seconds": round(cpu, 2),
@@ -218,15 +280,21 @@ def main() -> dict[str, Any]:
         kubeconfig = Path(tmp) / "kubeconfig"
         emulator = _spawn(
             "from cairn_operator.sandbox import serve_forever\n"
-            f"serve_forever(port={port}, kubeconfig_path={str(kubeconfig)!r})")
+            f"serve_forever(port={port}, kubeconfig_path={str(kubeconfig)!r})"
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_http(url + "/version")
             result = _run(url, Path(tmp))
-            result["emulator_requests_per_second"] = round(asyncio.run(_ceiling(url, CEILING_SECONDS)), 1)
+            result["emulator_requests_per_second"] = round(
+                asyncio.run(_ceiling(url, CEILING_SECONDS)), 1
+            )
             result.update(_baseline(url))
             result["cpu_ratio_to_kopf_noop"] = round(
-                result["operator_cpu_ms_per_reconcile"] / max(result["kopf_noop_cpu_ms_per_event"], 1e-9), 2)
+                result["operator_cpu_ms_per_reconcile"]
+                / max(result["kopf_noop_cpu_ms_per_event"], 1e-9),
+                2,
+            )
         finally:
             emulator.terminate()
             emulator.wait(30)

@@ -33,7 +33,11 @@ def _run_method(method: str, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One method on 2 fresh rank processes; per-rank metrics."""
     proc = subprocess.run(
         [sys.executable, "-m", "bench._ranks", method, json.dumps(cfg)],
-        check=False, capture_output=True, text=True, timeout=3600, cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
     if proc.returncode != 0 or line is None:
@@ -60,7 +64,9 @@ def _check_disk(workdir: Path, state_bytes: int) -> None:
     free = shutil.disk_usage(workdir).free
     need = 3 * state_bytes + GIB
     if free < need:
-        raise SystemExit(f"not enough free disk in {workdir}: {free / GIB:.1f} GiB < {need / GIB:.1f}")
+        raise SystemExit(
+            f"not enough free disk in {workdir}: {free / GIB:.1f} GiB < {need / GIB:.1f}"
+        )
 
 
 def _one_rep(rep: int, cfg: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -92,7 +98,9 @@ def _ratios(run: dict[str, dict[str, float]], per_rank_bytes: int) -> dict[str, 
         "dcp_async_blocking_over_memcpy": run["dcp_async_save"]["blocking_s"] / base["memcpy_s"],
         "peak_rss_over_state_async": asy["rss_state_kib"] * 1024 / per_rank_bytes,
         "peak_rss_over_state_sync": sync["rss_state_kib"] * 1024 / per_rank_bytes,
-        "peak_rss_over_state_dcp_async": run["dcp_async_save"]["rss_state_kib"] * 1024 / per_rank_bytes,
+        "peak_rss_over_state_dcp_async": run["dcp_async_save"]["rss_state_kib"]
+        * 1024
+        / per_rank_bytes,
         "cold_load_over_raw_read": sync["load_cold_s"] / base["read_s"],
         **{f"fsync_over_{p}": base["write_s"] / run[p]["e2e_s"] for p in PEERS},
     }
@@ -125,7 +133,9 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     ax.bar(PEERS, values, color=["#999"] * 4 + ["#2a7", "#27a"])
     ax.axhline(0.8, ls="--", color="k", lw=0.8)
     ax.set_ylabel("durable write BW / fsync'ed baseline BW")
-    ax.set_title(f"median over {summary['reps']} reps, {summary['state_bytes'] / GIB:.2f} GiB on 2 ranks")
+    ax.set_title(
+        f"median over {summary['reps']} reps, {summary['state_bytes'] / GIB:.2f} GiB on 2 ranks"
+    )
     ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
     fig.savefig(path)
@@ -149,7 +159,9 @@ def main() -> dict[str, Any]:
     per_rank = state_bytes // 2
     scratch = Path(tempfile.mkdtemp(prefix="cairn-bench-", dir=os.environ.get("CAIRN_BENCH_DIR")))
     _check_disk(scratch, state_bytes)
-    print(f"save bench: {gib} GiB over 2 ranks, {reps} reps, scratch {scratch}; load {os.getloadavg()}")
+    print(
+        f"save bench: {gib} GiB over 2 ranks, {reps} reps, scratch {scratch}; load {os.getloadavg()}"
+    )
     cfg = {"per_rank_bytes": per_rank, "workdir": str(scratch)}
     runs, ratios = [], []
     try:
@@ -176,7 +188,9 @@ def _report(summary: dict[str, Any]) -> None:
         value = summary[key]
         ok = value <= bound if op == "<=" else value >= bound
         print(f"  {key:28s} {value:7.3f}   ({op} {bound})  {'ok' if ok else 'MISSED'}")
-    for key in sorted(k for k in summary if k not in TARGETS and k not in ("iqr", "reps", "state_bytes")):
+    for key in sorted(
+        k for k in summary if k not in TARGETS and k not in ("iqr", "reps", "state_bytes")
+    ):
         print(f"  {key:28s} {summary[key]:7.3f}")
 
 

@@ -44,7 +44,9 @@ def _place_from_pg_collection(pgs: Any) -> _DataParallelPlace:
     cp = getattr(pgs, "cp", None)
     cp_rank = cp.rank() if cp is not None else 0
     return _DataParallelPlace(
-        dp_rank=pgs.dp.rank(), dp_size=pgs.dp.size(), dp_group=pgs.dp,
+        dp_rank=pgs.dp.rank(),
+        dp_size=pgs.dp.size(),
+        dp_group=pgs.dp,
         writer=pgs.pp.rank() == 0 and pgs.tp.rank() == 0 and cp_rank == 0,
     )
 
@@ -60,8 +62,10 @@ def _place_from_parallel_state() -> _DataParallelPlace | None:
         and ps.get_context_parallel_rank() == 0
     )
     return _DataParallelPlace(
-        dp_rank=ps.get_data_parallel_rank(), dp_size=ps.get_data_parallel_world_size(),
-        dp_group=ps.get_data_parallel_group(), writer=first,
+        dp_rank=ps.get_data_parallel_rank(),
+        dp_size=ps.get_data_parallel_world_size(),
+        dp_group=ps.get_data_parallel_group(),
+        writer=first,
     )
 
 
@@ -134,7 +138,9 @@ def maybe_save_dataloader_state(
     atomic_write_bytes(path, _serialize(state), durable_io)
     log.info(
         "saved dataloader state of iteration %d, data-parallel rank %d, to %s",
-        iteration, place.dp_rank, path,
+        iteration,
+        place.dp_rank,
+        path,
     )
 
 

@@ -156,7 +156,9 @@ def save_local_checkpoint(
         )
     cached = checkpointing_context.get(CACHE_KEY) if assume_constant_structure else None
     tensor_aware, distribution = MCoreTensorAwareStateDict.from_state_dict(
-        state_dict, algo=algo, parallelization_group=parallelization_group,
+        state_dict,
+        algo=algo,
+        parallelization_group=parallelization_group,
         cached_metadata=cached,
     )
     if assume_constant_structure:

@@ -76,8 +76,9 @@ def _read_train_state_step(path: Path) -> int | None:
         return int(state["step"])
     except Exception as exc:
         raise TrackerCorruptError(
-            path, f"cannot be read as a train state ({exc!r}); delete it to fall back to "
-            f"{layout.TRACKER_FILENAME}"
+            path,
+            f"cannot be read as a train state ({exc!r}); delete it to fall back to "
+            f"{layout.TRACKER_FILENAME}",
         ) from exc
 
 
@@ -167,7 +168,9 @@ def _load_local(
         # decides from is the running config, so the expensive load waits for the real pass.
         return {}, non_persistent_iteration, False, CheckpointType.LOCAL
     state_dict, ckpt_id = local_ckpt.load_local_state_dict(
-        checkpointing_context, sharded_state_dict, algo=ckpt_cfg.non_persistent_local_ckpt_algo,
+        checkpointing_context,
+        sharded_state_dict,
+        algo=ckpt_cfg.non_persistent_local_ckpt_algo,
         parallelization_group=_data_parallel_group(),
     )
     return state_dict, ckpt_id, False, CheckpointType.LOCAL
@@ -198,8 +201,13 @@ def _load_non_persistent_base_checkpoint(
             )
         log.info("loading non-persistent checkpoint of iteration %d", non_persistent_iteration)
         return load_global(
-            non_persistent_global_dir, ckpt_cfg, rank0, sharded_state_dict,
-            non_persistent_iteration, False, checkpointing_context=checkpointing_context,
+            non_persistent_global_dir,
+            ckpt_cfg,
+            rank0,
+            sharded_state_dict,
+            non_persistent_iteration,
+            False,
+            checkpointing_context=checkpointing_context,
         )
     if kind == "local":
         return _load_local(
@@ -225,7 +233,9 @@ def _cleanup_pass(
     for iteration in plan.keep:
         log.info(
             "rank 0: non-persistent retention under %s keeps iteration %d (%s)",
-            root, iteration, plan.reasons[iteration],
+            root,
+            iteration,
+            plan.reasons[iteration],
         )
     if not plan.delete:
         return []

@@ -49,7 +49,7 @@ def _is_model_section(section_key: str) -> bool:
     """True for ``model`` and ``model0``, ``model1``, ... (one per virtual pipeline chunk)."""
     if section_key == _MODEL_SECTION:
         return True
-    suffix = section_key[len(_MODEL_SECTION):]
+    suffix = section_key[len(_MODEL_SECTION) :]
     return section_key.startswith(_MODEL_SECTION) and suffix.isdigit()
 
 

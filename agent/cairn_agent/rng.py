@@ -84,8 +84,14 @@ def _from_parallel_state() -> _ParallelRanks | None:
 def _from_world() -> _ParallelRanks:
     # Without model parallelism every rank is a data-parallel replica of one (pp, tp) shard.
     return _ParallelRanks(
-        pp_rank=0, pp_size=1, tp_rank=0, tp_size=1, dp_rank=dist.get_rank(),
-        dp_size=dist.get_world_size(), ep_size=1, dp_group=None,
+        pp_rank=0,
+        pp_size=1,
+        tp_rank=0,
+        tp_size=1,
+        dp_rank=dist.get_rank(),
+        dp_size=dist.get_world_size(),
+        ep_size=1,
+        dp_group=None,
     )
 
 
@@ -133,11 +139,17 @@ def _wrap(
         # Expert-parallel ranks of one data-parallel group hold different expert RNG streams,
         # so every data-parallel rank writes its own shard instead of one replica for all.
         return ShardedObject(
-            key, states, (ranks.pp_size, ranks.tp_size, ranks.dp_size),
-            (ranks.pp_rank, ranks.tp_rank, ranks.dp_rank), replica_id=0,
+            key,
+            states,
+            (ranks.pp_size, ranks.tp_size, ranks.dp_size),
+            (ranks.pp_rank, ranks.tp_rank, ranks.dp_rank),
+            replica_id=0,
         )
     return ShardedObject(
-        key, states, (ranks.pp_size, ranks.tp_size), (ranks.pp_rank, ranks.tp_rank),
+        key,
+        states,
+        (ranks.pp_size, ranks.tp_size),
+        (ranks.pp_rank, ranks.tp_rank),
         replica_id=ranks.dp_rank,
     )
 

@@ -39,7 +39,9 @@ def job_url(namespace: str, name: str | None = None) -> str:
     return base if name is None else f"{base}/{name}"
 
 
-async def get(url: str, *, settings: kopf.OperatorSettings, logger: logging.Logger | Any) -> Body | None:
+async def get(
+    url: str, *, settings: kopf.OperatorSettings, logger: logging.Logger | Any
+) -> Body | None:
     """GET an object; None when it does not exist."""
     try:
         result: Body = await kopf_api.get(url, settings=settings, logger=logger)
@@ -71,13 +73,23 @@ async def set_finalizers(
     """
     meta = body.get("metadata") or {}
     url = checkpoint_url(meta.get("namespace", ""), meta.get("name", ""))
-    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
-           {"op": "add", "path": "/metadata/finalizers", "value": finalizers}]
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
+        {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
+    ]
     try:
-        await kopf_api.patch(url, payload=ops, headers={"Content-Type": "application/json-patch+json"},
-                             settings=settings, logger=logger)
-    except (kopf_errors.APINotFoundError, kopf_errors.APIConflictError,
-            kopf_errors.APIUnprocessableEntityError):
+        await kopf_api.patch(
+            url,
+            payload=ops,
+            headers={"Content-Type": "application/json-patch+json"},
+            settings=settings,
+            logger=logger,
+        )
+    except (
+        kopf_errors.APINotFoundError,
+        kopf_errors.APIConflictError,
+        kopf_errors.APIUnprocessableEntityError,
+    ):
         return False
     return True
 

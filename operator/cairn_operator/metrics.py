@@ -37,7 +37,9 @@ class _Snapshot:
 
 
 class _SnapshotCollector(Collector):
-    def __init__(self, snapshots: dict[Key, _Snapshot], lock: threading.Lock, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, snapshots: dict[Key, _Snapshot], lock: threading.Lock, clock: Callable[[], float]
+    ) -> None:
         self._snapshots = snapshots
         self._lock = lock
         self._clock = clock
@@ -46,16 +48,23 @@ class _SnapshotCollector(Collector):
         families = {
             "latest": GaugeMetricFamily(
                 "cairn_checkpoint_latest_committed_iteration",
-                "Newest committed persistent iteration", labels=_LABELS),
+                "Newest committed persistent iteration",
+                labels=_LABELS,
+            ),
             "age": GaugeMetricFamily(
                 "cairn_checkpoint_seconds_since_last_commit",
-                "Seconds since the newest committed save", labels=_LABELS),
+                "Seconds since the newest committed save",
+                labels=_LABELS,
+            ),
             "count": GaugeMetricFamily(
-                "cairn_checkpoint_retained", "Committed checkpoints retained", labels=_LABELS),
+                "cairn_checkpoint_retained", "Committed checkpoints retained", labels=_LABELS
+            ),
             "bytes": GaugeMetricFamily(
-                "cairn_checkpoint_retained_bytes", "Bytes of retained checkpoints", labels=_LABELS),
+                "cairn_checkpoint_retained_bytes", "Bytes of retained checkpoints", labels=_LABELS
+            ),
             "restarts": GaugeMetricFamily(
-                "cairn_checkpoint_job_restarts", "Restarts of the training job", labels=_LABELS),
+                "cairn_checkpoint_job_restarts", "Restarts of the training job", labels=_LABELS
+            ),
         }
         now = self._clock()
         with self._lock:
@@ -81,14 +90,24 @@ class Metrics:
         self._lock = threading.Lock()
         self.registry.register(_SnapshotCollector(self._snapshots, self._lock, clock))
         self.saves_committed = Counter(
-            "cairn_checkpoint_saves_committed", "Saves seen committed", _LABELS, registry=self.registry)
+            "cairn_checkpoint_saves_committed",
+            "Saves seen committed",
+            _LABELS,
+            registry=self.registry,
+        )
         self.saves_failed = Counter(
             "cairn_checkpoint_saves_failed",
-            "Saves that left flight without committing", _LABELS, registry=self.registry)
+            "Saves that left flight without committing",
+            _LABELS,
+            registry=self.registry,
+        )
         self.reconcile_seconds = Histogram(
-            "cairn_operator_reconcile_duration_seconds", "Duration of one handler run",
-            ["handler"], registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0))
+            "cairn_operator_reconcile_duration_seconds",
+            "Duration of one handler run",
+            ["handler"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+        )
 
     def serve(self, port: int) -> None:
         """Expose ``/metrics`` over HTTP on ``port`` (a daemon thread)."""
@@ -101,10 +120,16 @@ class Metrics:
             previous_latest, previous_flight = snap.latest, snap.in_flight
             _refresh(snap, status)
         labels = dict(zip(_LABELS, key, strict=True))
-        if previous_latest is not None and snap.latest is not None and snap.latest > previous_latest:
+        if (
+            previous_latest is not None
+            and snap.latest is not None
+            and snap.latest > previous_latest
+        ):
             self.saves_committed.labels(**labels).inc()
-        if previous_flight is not None and snap.in_flight != previous_flight and (
-            snap.latest is None or snap.latest < previous_flight
+        if (
+            previous_flight is not None
+            and snap.in_flight != previous_flight
+            and (snap.latest is None or snap.latest < previous_flight)
         ):
             self.saves_failed.labels(**labels).inc()
 

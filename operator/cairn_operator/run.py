@@ -48,10 +48,14 @@ def run(
         log.info("metrics on :%d/metrics", metrics_port)
     registry = build_registry(ctx, server=server)
     kopf.configure(quiet=quiet)
-    asyncio.run(kopf.operator(
-        registry=registry, settings=build_kopf_settings(ctx), standalone=standalone,
-        **_scope(namespace),  # type: ignore[arg-type]
-    ))
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            settings=build_kopf_settings(ctx),
+            standalone=standalone,
+            **_scope(namespace),  # type: ignore[arg-type]
+        )
+    )
 
 
 @dataclasses.dataclass
@@ -86,11 +90,16 @@ def run_in_thread(
     stop_flag, ready_flag = threading.Event(), threading.Event()
 
     def target() -> None:
-        asyncio.run(kopf.operator(
-            registry=registry, settings=build_kopf_settings(ctx), standalone=True,
-            stop_flag=stop_flag, ready_flag=ready_flag,
-            **_scope(namespace),  # type: ignore[arg-type]
-        ))
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                settings=build_kopf_settings(ctx),
+                standalone=True,
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+                **_scope(namespace),  # type: ignore[arg-type]
+            )
+        )
 
     thread = threading.Thread(target=target, name="cairn-operator", daemon=True)
     thread.start()

@@ -46,7 +46,9 @@ class OperatorSettings:
         if self.health_interval_s <= 0:
             raise ValueError(f"health_interval_s={self.health_interval_s} must be > 0 seconds")
         if not self.gc_image:
-            raise ValueError(f"gc_image is empty; set it or the {ENV_GC_IMAGE} environment variable")
+            raise ValueError(
+                f"gc_image is empty; set it or the {ENV_GC_IMAGE} environment variable"
+            )
         if self.gc_backoff_limit < 0:
             raise ValueError(f"gc_backoff_limit={self.gc_backoff_limit} must be >= 0")
         if self.max_observed_pods < 1:

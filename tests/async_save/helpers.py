@@ -20,7 +20,9 @@ class FaultIO(DurableIO):
     Plain attributes only, so it pickles into the spawned worker.
     """
 
-    def __init__(self, *, delay_s: float = 0.0, delay_match: str = "", fail_match: str = "") -> None:
+    def __init__(
+        self, *, delay_s: float = 0.0, delay_match: str = "", fail_match: str = ""
+    ) -> None:
         self.delay_s = delay_s
         self.delay_match = delay_match
         self.fail_match = fail_match
@@ -41,8 +43,12 @@ def state(rank: int, world_size: int, step: int) -> dict[str, Any]:
     return {
         "w": ShardedTensor.from_rank_offsets("w", local, (0, rank, world_size)),
         "b": ShardedTensor.from_rank_offsets("b", shared, replica_id=rank),
-        "h": ShardedTensor.from_rank_offsets("h", local.to(torch.bfloat16)[:3], (0, rank, world_size)),
-        "obj": ShardedObject("obj", {"rank": rank, "step": step}, (world_size,), (rank,), replica_id=0),
+        "h": ShardedTensor.from_rank_offsets(
+            "h", local.to(torch.bfloat16)[:3], (0, rank, world_size)
+        ),
+        "obj": ShardedObject(
+            "obj", {"rank": rank, "step": step}, (world_size,), (rank,), replica_id=0
+        ),
         "iteration": step,
         "note": f"saved at {step}",
     }

@@ -107,8 +107,14 @@ def test_three_async_saves_round_trip_bit_exact_through_one_worker_and_reused_bu
         assert res["is_empty_after_close"]
     assert results[0]["verified"] == [10, 20, 30]
     assert results[0]["files"] == sorted(
-        [".metadata", "__0_0.distcp", "__1_0.distcp", "common.pt", "metadata.json",
-         "cairn.manifest.json"]
+        [
+            ".metadata",
+            "__0_0.distcp",
+            "__1_0.distcp",
+            "common.pt",
+            "metadata.json",
+            "cairn.manifest.json",
+        ]
     )
 
 
@@ -148,7 +154,11 @@ def _failures(rank: int, world: int, root_s: str) -> dict[str, Any]:
         out["killed_error"] = None
     except AsyncSaveError as exc:
         out["killed_error"] = (exc.iteration, sorted(exc.failures))
-    out["after_kill"] = (_tracker(root), _staging_dirs(root), layout.iteration_dir(root, 6).exists())
+    out["after_kill"] = (
+        _tracker(root),
+        _staging_dirs(root),
+        layout.iteration_dir(root, 6).exists(),
+    )
     out["gc_removed"] = [p.name for p in collect_leftovers(root)] if rank == 0 else []
 
     save(8)  # rank 0's fsyncs fail as on a full disk
@@ -157,7 +167,11 @@ def _failures(rank: int, world: int, root_s: str) -> dict[str, Any]:
         out["full_error"] = None
     except AsyncSaveError as exc:
         out["full_error"] = (exc.iteration, sorted(exc.failures), "No space left" in str(exc))
-    out["after_full"] = (_tracker(root), _staging_dirs(root), layout.iteration_dir(root, 8).exists())
+    out["after_full"] = (
+        _tracker(root),
+        _staging_dirs(root),
+        layout.iteration_dir(root, 8).exists(),
+    )
 
     save(9)
     out["committed_9"] = queue.maybe_finalize(blocking=True)
@@ -202,7 +216,9 @@ def _slow_rank_and_retention(rank: int, world: int, root_s: str) -> dict[str, An
             iterations = committed_iterations(root)
             tracked = _tracker(root)
             plan = plan_retention(
-                iterations, RetentionPolicy(keep_last=1), protected=[] if tracked is None else [tracked]
+                iterations,
+                RetentionPolicy(keep_last=1),
+                protected=[] if tracked is None else [tracked],
             )
             apply_retention(root, plan, generation=0)
 

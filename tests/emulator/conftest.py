@@ -26,10 +26,19 @@ def checkpoint() -> Callable[..., dict[str, Any]]:
         name = name or f"ckpt-{next(_NAMES)}"
         body: dict[str, Any] = {
             "storage": {
-                "persistent": {"claimName": "pvc", "mountPath": "/checkpoints", "path": f"/checkpoints/{name}"}
+                "persistent": {
+                    "claimName": "pvc",
+                    "mountPath": "/checkpoints",
+                    "path": f"/checkpoints/{name}",
+                }
             }
         }
         body.update(spec)
-        return {"apiVersion": "cairn.dev/v1alpha1", "kind": "Checkpoint", "metadata": {"name": name}, "spec": body}
+        return {
+            "apiVersion": "cairn.dev/v1alpha1",
+            "kind": "Checkpoint",
+            "metadata": {"name": name},
+            "spec": body,
+        }
 
     return make

@@ -17,7 +17,9 @@ def _status(sandbox: Sandbox, name: str, status: dict[str, Any]) -> dict[str, An
     return sandbox.patch("ckpt", name, {"status": status}, subresource="status")
 
 
-def test_create_ignores_status_and_sets_server_metadata(sandbox: Sandbox, checkpoint: Factory) -> None:
+def test_create_ignores_status_and_sets_server_metadata(
+    sandbox: Sandbox, checkpoint: Factory
+) -> None:
     obj = checkpoint()
     obj["status"] = {"phase": "Forged"}
     obj["metadata"]["uid"] = "client-chosen"
@@ -31,16 +33,25 @@ def test_create_ignores_status_and_sets_server_metadata(sandbox: Sandbox, checkp
 def test_main_resource_writes_ignore_status(sandbox: Sandbox, checkpoint: Factory) -> None:
     name = sandbox.create(checkpoint())["metadata"]["name"]
     _status(sandbox, name, {"phase": "Ready"})
-    patched = sandbox.patch("ckpt", name, {"spec": {"retention": {"keepLast": 5}}, "status": {"phase": "Hacked"}})
+    patched = sandbox.patch(
+        "ckpt", name, {"spec": {"retention": {"keepLast": 5}}, "status": {"phase": "Hacked"}}
+    )
     assert patched["status"] == {"phase": "Ready"}
     assert patched["spec"]["retention"]["keepLast"] == 5
 
 
 def test_status_writes_ignore_everything_else(sandbox: Sandbox, checkpoint: Factory) -> None:
     name = sandbox.create(checkpoint())["metadata"]["name"]
-    patched = sandbox.patch("ckpt", name, {"spec": {"retention": {"keepLast": 9}},
-                                           "metadata": {"labels": {"a": "b"}},
-                                           "status": {"latestCommittedIteration": 10}}, subresource="status")
+    patched = sandbox.patch(
+        "ckpt",
+        name,
+        {
+            "spec": {"retention": {"keepLast": 9}},
+            "metadata": {"labels": {"a": "b"}},
+            "status": {"latestCommittedIteration": 10},
+        },
+        subresource="status",
+    )
     assert patched["status"] == {"latestCommittedIteration": 10}
     assert patched["spec"]["retention"]["keepLast"] == 3
     assert "labels" not in patched["metadata"]
@@ -50,10 +61,15 @@ def test_status_writers_do_not_clobber_each_other(sandbox: Sandbox, checkpoint: 
     name = sandbox.create(checkpoint())["metadata"]["name"]
     _status(sandbox, name, {"latestCommittedIteration": 100})
     _status(sandbox, name, {"phase": "Ready"})
-    assert sandbox.get("ckpt", name)["status"] == {"latestCommittedIteration": 100, "phase": "Ready"}
+    assert sandbox.get("ckpt", name)["status"] == {
+        "latestCommittedIteration": 100,
+        "phase": "Ready",
+    }
 
 
-def test_list_has_kind_api_version_and_resource_version(sandbox: Sandbox, checkpoint: Factory) -> None:
+def test_list_has_kind_api_version_and_resource_version(
+    sandbox: Sandbox, checkpoint: Factory
+) -> None:
     sandbox.create(checkpoint())
     answer = sandbox.request("GET", sandbox.path("ckpt"))
     assert answer["kind"] == "CheckpointList" and answer["apiVersion"] == "cairn.dev/v1alpha1"
@@ -92,14 +108,18 @@ def test_stale_resource_version_conflicts(sandbox: Sandbox, checkpoint: Factory)
     with pytest.raises(SandboxApiError) as put:
         sandbox.replace(stale)
     with pytest.raises(SandboxApiError) as patch:
-        sandbox.patch("ckpt", name, {"metadata": {"resourceVersion": stale["metadata"]["resourceVersion"]}})
+        sandbox.patch(
+            "ckpt", name, {"metadata": {"resourceVersion": stale["metadata"]["resourceVersion"]}}
+        )
     assert put.value.status == patch.value.status == 409
     fresh = sandbox.get("ckpt", name)
     fresh["spec"]["retention"] = {"keepLast": 6}
     assert sandbox.replace(fresh)["spec"]["retention"]["keepLast"] == 6
 
 
-def test_put_of_a_custom_resource_needs_a_resource_version(sandbox: Sandbox, checkpoint: Factory) -> None:
+def test_put_of_a_custom_resource_needs_a_resource_version(
+    sandbox: Sandbox, checkpoint: Factory
+) -> None:
     obj = sandbox.create(checkpoint())
     del obj["metadata"]["resourceVersion"]
     with pytest.raises(SandboxApiError) as caught:
@@ -115,13 +135,20 @@ def test_invalid_write_is_rejected_and_not_stored(sandbox: Sandbox, checkpoint: 
     assert "status" not in sandbox.get("ckpt", name)
 
 
-def test_unknown_fields_are_pruned_or_refused_when_strict(sandbox: Sandbox, checkpoint: Factory) -> None:
+def test_unknown_fields_are_pruned_or_refused_when_strict(
+    sandbox: Sandbox, checkpoint: Factory
+) -> None:
     name = sandbox.create(checkpoint())["metadata"]["name"]
     patched = _status(sandbox, name, {"phase": "Ready", "mystery": 1, "kopf": {"progress": {}}})
     assert patched["status"] == {"phase": "Ready", "kopf": {"progress": {}}}
     with pytest.raises(SandboxApiError) as caught:
-        sandbox.request("PATCH", sandbox.path("ckpt", name), {"spec": {"mystery": 1}},
-                        content_type="application/merge-patch+json", params={"fieldValidation": "Strict"})
+        sandbox.request(
+            "PATCH",
+            sandbox.path("ckpt", name),
+            {"spec": {"mystery": 1}},
+            content_type="application/merge-patch+json",
+            params={"fieldValidation": "Strict"},
+        )
     assert caught.value.status == 400 and 'unknown field "spec.mystery"' in caught.value.message
 
 
@@ -144,7 +171,9 @@ def test_finalizers_hold_deletion_until_removed(sandbox: Sandbox, checkpoint: Fa
     held = sandbox.get("ckpt", name)
     assert held["metadata"]["deletionTimestamp"]
     with pytest.raises(SandboxApiError) as late:
-        sandbox.patch("ckpt", name, {"metadata": {"finalizers": ["cairn.dev/cleanup", "other/one"]}})
+        sandbox.patch(
+            "ckpt", name, {"metadata": {"finalizers": ["cairn.dev/cleanup", "other/one"]}}
+        )
     assert late.value.status == 422 and "no new finalizers" in late.value.message
     sandbox.patch("ckpt", name, {"metadata": {"finalizers": None}})
     with pytest.raises(SandboxApiError) as caught:
@@ -161,17 +190,37 @@ def test_missing_namespace_is_not_found(sandbox: Sandbox, checkpoint: Factory) -
 
 def test_label_selector_filters_lists(sandbox: Sandbox) -> None:
     for name, job in (("pod-a", "llama"), ("pod-b", "gpt")):
-        sandbox.create({"apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": name, "labels": {"cairn.dev/checkpoint": job}}, "spec": {}})
+        sandbox.create(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": {"cairn.dev/checkpoint": job}},
+                "spec": {},
+            }
+        )
     pods = sandbox.list("pods", "default", label_selector="cairn.dev/checkpoint=llama")
     assert [p["metadata"]["name"] for p in pods] == ["pod-a"]
-    assert len(sandbox.list("pods", "default", label_selector="cairn.dev/checkpoint in (llama,gpt)")) == 2
+    assert (
+        len(sandbox.list("pods", "default", label_selector="cairn.dev/checkpoint in (llama,gpt)"))
+        == 2
+    )
 
 
 def test_core_kinds_are_served(sandbox: Sandbox) -> None:
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "gc"}, "spec": {"template": {}}}
-    event = {"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": "ckpt-"},
-             "involvedObject": {"kind": "Checkpoint", "name": "x"}, "reason": "Saved", "message": "m"}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "gc"},
+        "spec": {"template": {}},
+    }
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": "ckpt-"},
+        "involvedObject": {"kind": "Checkpoint", "name": "x"},
+        "reason": "Saved",
+        "message": "m",
+    }
     assert sandbox.create(job)["metadata"]["uid"]
     assert sandbox.create(event)["metadata"]["name"].startswith("ckpt-")
     assert sandbox.get("crd", "checkpoints.cairn.dev")["spec"]["group"] == "cairn.dev"
@@ -188,8 +237,15 @@ def test_watch_resumes_from_a_resource_version(sandbox: Sandbox, checkpoint: Fac
     name, since = created["metadata"]["name"], created["metadata"]["resourceVersion"]
     _status(sandbox, name, {"phase": "A"})
     _status(sandbox, name, {"phase": "B"})
-    events = [e for e in _watch(sandbox, sandbox.path("ckpt"), since) if e["object"]["metadata"]["name"] == name]
-    assert [(e["type"], e["object"]["status"]["phase"]) for e in events] == [("MODIFIED", "A"), ("MODIFIED", "B")]
+    events = [
+        e
+        for e in _watch(sandbox, sandbox.path("ckpt"), since)
+        if e["object"]["metadata"]["name"] == name
+    ]
+    assert [(e["type"], e["object"]["status"]["phase"]) for e in events] == [
+        ("MODIFIED", "A"),
+        ("MODIFIED", "B"),
+    ]
 
 
 def test_watch_from_a_forgotten_resource_version_is_gone(checkpoint: Factory) -> None:
@@ -204,8 +260,10 @@ def test_watch_from_a_forgotten_resource_version_is_gone(checkpoint: Factory) ->
 def test_table_rendering_uses_printer_columns(sandbox: Sandbox, checkpoint: Factory) -> None:
     name = sandbox.create(checkpoint())["metadata"]["name"]
     _status(sandbox, name, {"latestCommittedIteration": 300, "phase": "Ready"})
-    request = urllib.request.Request(f"{sandbox.url}{sandbox.path('ckpt', name)}",
-                                     headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"})
+    request = urllib.request.Request(
+        f"{sandbox.url}{sandbox.path('ckpt', name)}",
+        headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    )
     with urllib.request.urlopen(request, timeout=10) as answer:
         found = json.loads(answer.read())
     assert found["kind"] == "Table"
@@ -214,11 +272,22 @@ def test_table_rendering_uses_printer_columns(sandbox: Sandbox, checkpoint: Fact
     assert found["rows"][0]["cells"][:4] == [name, 300, None, "Ready"]
 
 
-def test_dependents_are_garbage_collected_with_their_owner(sandbox: Sandbox, checkpoint: Factory) -> None:
+def test_dependents_are_garbage_collected_with_their_owner(
+    sandbox: Sandbox, checkpoint: Factory
+) -> None:
     owner = sandbox.create(checkpoint())["metadata"]
-    ref = {"apiVersion": "cairn.dev/v1alpha1", "kind": "Checkpoint", "name": owner["name"], "uid": owner["uid"]}
-    job = {"apiVersion": "batch/v1", "kind": "Job", "spec": {},
-           "metadata": {"name": f"gc-{owner['name']}", "ownerReferences": [ref]}}
+    ref = {
+        "apiVersion": "cairn.dev/v1alpha1",
+        "kind": "Checkpoint",
+        "name": owner["name"],
+        "uid": owner["uid"],
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "spec": {},
+        "metadata": {"name": f"gc-{owner['name']}", "ownerReferences": [ref]},
+    }
     sandbox.create(job)
     sandbox.delete("ckpt", owner["name"])
     with pytest.raises(SandboxApiError) as caught:
@@ -230,7 +299,10 @@ def test_size_limits_of_a_real_cluster_apply(sandbox: Sandbox, checkpoint: Facto
     name = sandbox.create(checkpoint())["metadata"]["name"]
     with pytest.raises(SandboxApiError) as annotations:
         sandbox.patch("ckpt", name, {"metadata": {"annotations": {"big": "x" * (256 * 1024)}}})
-    assert annotations.value.status == 422 and "metadata.annotations: Too long" in annotations.value.message
+    assert (
+        annotations.value.status == 422
+        and "metadata.annotations: Too long" in annotations.value.message
+    )
     saved = [{"iteration": i} for i in range(33)]
     with pytest.raises(SandboxApiError) as too_many:
         _status(sandbox, name, {"savedIterations": saved})
@@ -238,7 +310,12 @@ def test_size_limits_of_a_real_cluster_apply(sandbox: Sandbox, checkpoint: Facto
 
 
 def test_objects_beyond_etcd_limit_are_refused(sandbox: Sandbox) -> None:
-    big = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "huge"}, "data": {"x": "y" * (1600 * 1024)}}
+    big = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "huge"},
+        "data": {"x": "y" * (1600 * 1024)},
+    }
     with pytest.raises(SandboxApiError) as caught:
         sandbox.create(big)
     assert caught.value.status == 413

@@ -31,7 +31,9 @@ def _best_rate(conn: http.client.HTTPConnection, path: str, start: int) -> float
     return max(_rate(conn, path, start + k * WINDOW, WINDOW) for k in range(3))
 
 
-def test_throughput_does_not_decay_with_the_request_log(checkpoint: Callable[..., dict[str, Any]]) -> None:
+def test_throughput_does_not_decay_with_the_request_log(
+    checkpoint: Callable[..., dict[str, Any]],
+) -> None:
     with Sandbox(emulator_options={"request_log_limit": 256}) as sandbox:
         # A user reaction that never matches makes every request consult the request log.
         sandbox.emulator["get", "/never-requested"] << 418
@@ -53,10 +55,19 @@ def test_object_history_and_events_are_bounded(checkpoint: Callable[..., dict[st
     with Sandbox(emulator_options={"history_limit": 3, "event_limit": 5}) as sandbox:
         name = sandbox.create(checkpoint())["metadata"]["name"]
         for i in range(10):
-            sandbox.patch("ckpt", name, {"status": {"latestCommittedIteration": i}}, subresource="status")
+            sandbox.patch(
+                "ckpt", name, {"status": {"latestCommittedIteration": i}}, subresource="status"
+            )
         for i in range(8):
-            sandbox.create({"apiVersion": "v1", "kind": "Event", "metadata": {"name": f"ev-{i}"},
-                            "reason": "Saved", "message": str(i)})
+            sandbox.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"name": f"ev-{i}"},
+                    "reason": "Saved",
+                    "message": str(i),
+                }
+            )
         stored = sandbox.emulator.objects["cairn.dev/v1alpha1/checkpoints", "default", name]
         assert len(stored.history) == 3
         assert stored["status"]["latestCommittedIteration"] == 9

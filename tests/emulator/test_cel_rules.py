@@ -63,8 +63,12 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]] =
 
 
 def _object(spec_patch: dict[str, Any] | None, name: str = "job") -> dict[str, Any]:
-    base = {"apiVersion": "cairn.dev/v1alpha1", "kind": "Checkpoint", "metadata": {"name": name},
-            "spec": {"storage": {"persistent": dict(PERSISTENT)}}}
+    base = {
+        "apiVersion": "cairn.dev/v1alpha1",
+        "kind": "Checkpoint",
+        "metadata": {"name": name},
+        "spec": {"storage": {"persistent": dict(PERSISTENT)}},
+    }
     result: dict[str, Any] = merge_patch(base, {"spec": spec_patch or {}})
     return result
 

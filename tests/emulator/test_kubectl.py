@@ -16,8 +16,13 @@ pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl
 
 
 def kubectl(sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["kubectl", "--kubeconfig", str(sandbox.kubeconfig), *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        ["kubectl", "--kubeconfig", str(sandbox.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _days_ago(days: int) -> str:
@@ -41,10 +46,19 @@ def test_apply_examples_then_get_shows_printer_columns(cluster: Sandbox) -> None
     applied = kubectl(cluster, "apply", "-f", str(EXAMPLES))
     assert applied.returncode == 0, applied.stderr
     assert "checkpoint.cairn.dev/llama-8b created" in applied.stdout
-    cluster.patch("ckpt", "llama-8b", {"status": {"latestCommittedIteration": 7000, "phase": "Ready",
-                                                  "resumeFrom": {"iteration": 5000},
-                                                  "lastSaveTime": _days_ago(3)}},
-                  subresource="status")
+    cluster.patch(
+        "ckpt",
+        "llama-8b",
+        {
+            "status": {
+                "latestCommittedIteration": 7000,
+                "phase": "Ready",
+                "resumeFrom": {"iteration": 5000},
+                "lastSaveTime": _days_ago(3),
+            }
+        },
+        subresource="status",
+    )
     listed = kubectl(cluster, "get", "ckpt")
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
@@ -67,8 +81,15 @@ def test_reapply_is_unchanged_and_edits_apply(cluster: Sandbox, tmp_path: Path) 
 
 def test_invalid_patch_shows_the_rule_message(cluster: Sandbox) -> None:
     kubectl(cluster, "apply", "-f", str(EXAMPLES / "minimal.yaml"))
-    result = kubectl(cluster, "patch", "ckpt", "minimal", "--type=merge",
-                     "-p", '{"spec":{"resume":{"policy":"Pinned"}}}')
+    result = kubectl(
+        cluster,
+        "patch",
+        "ckpt",
+        "minimal",
+        "--type=merge",
+        "-p",
+        '{"spec":{"resume":{"policy":"Pinned"}}}',
+    )
     assert result.returncode != 0
     assert "spec.resume.iteration is required when spec.resume.policy is Pinned" in result.stderr
 

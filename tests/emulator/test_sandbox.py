@@ -24,8 +24,11 @@ def test_serve_forever_writes_a_kubeconfig_and_stops(tmp_path: Path) -> None:
         ready.set()
 
     path = tmp_path / "kube" / "config"
-    thread = threading.Thread(target=serve_forever, args=("127.0.0.1", 0, path),
-                              kwargs={"stop": stop, "on_ready": on_ready})
+    thread = threading.Thread(
+        target=serve_forever,
+        args=("127.0.0.1", 0, path),
+        kwargs={"stop": stop, "on_ready": on_ready},
+    )
     thread.start()
     try:
         assert ready.wait(30)
@@ -58,7 +61,9 @@ def test_stop_ends_open_watches() -> None:
     opened = threading.Event()
 
     def watch() -> None:
-        with urllib.request.urlopen(f"{sandbox.url}{sandbox.path('ckpt')}?watch=true", timeout=60) as stream:
+        with urllib.request.urlopen(
+            f"{sandbox.url}{sandbox.path('ckpt')}?watch=true", timeout=60
+        ) as stream:
             opened.set()
             lines.extend(stream)
 

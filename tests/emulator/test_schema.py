@@ -23,43 +23,82 @@ NOW = "2026-11-29T04:00:00Z"
 
 AGENT_STATUS: dict[str, Any] = {
     contract.SAVED_ITERATIONS: [
-        {"iteration": 2000, "committedAt": NOW, "bytes": 123456789, "files": 17,
-         "manifestDigest": "sha256:ab12", "verified": True},
+        {
+            "iteration": 2000,
+            "committedAt": NOW,
+            "bytes": 123456789,
+            "files": 17,
+            "manifestDigest": "sha256:ab12",
+            "verified": True,
+        },
     ],
     contract.LATEST_COMMITTED: 2000,
     contract.LATEST_LOCAL: 2100,
     contract.LAST_SAVE_TIME: NOW,
-    contract.SAVE_IN_PROGRESS: {"iteration": 3000, "phase": "Writing", "startedAt": NOW, "async": True},
+    contract.SAVE_IN_PROGRESS: {
+        "iteration": 3000,
+        "phase": "Writing",
+        "startedAt": NOW,
+        "async": True,
+    },
     contract.ASYNC_WORKER: {"state": "Running", "heartbeatTime": NOW, "pid": 4242},
     contract.LAST_RESUME: {"iteration": 1000, "source": "tracker", "time": NOW, "generation": 2},
-    contract.CORRUPT_ITERATIONS: [{"iteration": 900, "file": "iter_0000900/__0_0.distcp",
-                                   "check": "crc32", "time": NOW}],
+    contract.CORRUPT_ITERATIONS: [
+        {"iteration": 900, "file": "iter_0000900/__0_0.distcp", "check": "crc32", "time": NOW}
+    ],
     contract.AGENT_GENERATION: 2,
 }
 OPERATOR_STATUS: dict[str, Any] = {
-    contract.CONDITIONS: [{"type": contract.COND_VALID, "status": "True", "observedGeneration": 1,
-                           "lastTransitionTime": NOW, "reason": "PolicyAccepted", "message": "ok"}],
+    contract.CONDITIONS: [
+        {
+            "type": contract.COND_VALID,
+            "status": "True",
+            "observedGeneration": 1,
+            "lastTransitionTime": NOW,
+            "reason": "PolicyAccepted",
+            "message": "ok",
+        }
+    ],
     contract.PHASE: "Ready",
-    contract.RESUME_FROM: {"iteration": 2000, "path": "/checkpoints/job/iter_0002000",
-                           "source": "LatestVerified", "reason": "newest verified"},
-    contract.RETENTION: {"retainedCount": 3, "retainedBytes": 10, "plannedDeletions": [1000],
-                         "lastRun": NOW, "dryRun": False},
+    contract.RESUME_FROM: {
+        "iteration": 2000,
+        "path": "/checkpoints/job/iter_0002000",
+        "source": "LatestVerified",
+        "reason": "newest verified",
+    },
+    contract.RETENTION: {
+        "retainedCount": 3,
+        "retainedBytes": 10,
+        "plannedDeletions": [1000],
+        "lastRun": NOW,
+        "dryRun": False,
+    },
     contract.RESTARTS: {"count": 1, "lastRestartTime": NOW, "lastResumedIteration": 1000},
     contract.OBSERVED_GENERATION: 1,
 }
 
 
 def _with_status(status: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": contract.API_VERSION, "kind": contract.KIND, "metadata": {"name": "job"},
-            "spec": {"storage": {"persistent": {"claimName": "p", "mountPath": "/c", "path": "/c/job"}}},
-            "status": status}
+    return {
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
+        "metadata": {"name": "job"},
+        "spec": {
+            "storage": {"persistent": {"claimName": "p", "mountPath": "/c", "path": "/c/job"}}
+        },
+        "status": status,
+    }
 
 
 def test_crd_names_match_the_contract() -> None:
     crd = yaml.safe_load(DEFAULT_CRD_PATH.read_text())
     names = crd["spec"]["names"]
     assert crd["metadata"]["name"] == contract.CRD_NAME
-    assert (crd["spec"]["group"], names["kind"], names["plural"]) == (contract.GROUP, contract.KIND, contract.PLURAL)
+    assert (crd["spec"]["group"], names["kind"], names["plural"]) == (
+        contract.GROUP,
+        contract.KIND,
+        contract.PLURAL,
+    )
     assert names["shortNames"] == [contract.SHORT_NAME] and crd["spec"]["scope"] == "Namespaced"
     (version,) = crd["spec"]["versions"]
     assert version["name"] == contract.VERSION and version["served"] and version["storage"]
@@ -112,18 +151,24 @@ def test_defaults_fill_an_empty_policy() -> None:
     assert spec["deletionPolicy"] == "Retain"
     assert spec["retention"] == {"keepLast": 3, "dryRun": False}
     assert spec["resume"] == {"policy": "LatestVerified"}
-    assert spec["asyncWorker"]["enabled"] is False and spec["asyncWorker"]["heartbeatTimeoutSeconds"] == 120
+    assert (
+        spec["asyncWorker"]["enabled"] is False
+        and spec["asyncWorker"]["heartbeatTimeoutSeconds"] == 120
+    )
 
 
 @pytest.mark.parametrize(
     ("patch", "fragment"),
     [
-        ({"spec": {"deletionPolicy": "Purge"}}, 'spec.deletionPolicy: Unsupported value'),
+        ({"spec": {"deletionPolicy": "Purge"}}, "spec.deletionPolicy: Unsupported value"),
         ({"spec": {"retention": {"keepLast": 0}}}, "spec.retention.keepLast"),
         ({"spec": {"save": {"interval": 0}}}, "spec.save.interval"),
         ({"spec": {"resume": {"policy": "Newest"}}}, "spec.resume.policy: Unsupported value"),
         ({"status": {contract.LAST_SAVE_TIME: "yesterday"}}, "status.lastSaveTime"),
-        ({"status": {contract.SAVE_IN_PROGRESS: {"phase": "Uploading"}}}, "status.saveInProgress.phase"),
+        (
+            {"status": {contract.SAVE_IN_PROGRESS: {"phase": "Uploading"}}},
+            "status.saveInProgress.phase",
+        ),
         ({"spec": {"storage": {}}}, "spec.storage.persistent: Required value"),
     ],
 )

@@ -86,7 +86,10 @@ def _sharded_model(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def _state_dict(
-    iteration: int, args: argparse.Namespace, flops: float, tensors: dict[str, torch.Tensor],
+    iteration: int,
+    args: argparse.Namespace,
+    flops: float,
+    tensors: dict[str, torch.Tensor],
     with_rng: bool,
 ) -> dict[str, Any]:
     state: dict[str, Any] = {

@@ -71,8 +71,12 @@ def _body(rank: int, world_size: int, root: str) -> dict[str, Any]:
     except RuntimeError as exc:
         shrink = str(exc)
     return {
-        "restored": restored, "same": after_resume == expected, "expected": expected,
-        "nothing": nothing, "fresh_position": fresh.iterable.position, "shrink": shrink,
+        "restored": restored,
+        "same": after_resume == expected,
+        "expected": expected,
+        "nothing": nothing,
+        "fresh_position": fresh.iterable.position,
+        "shrink": shrink,
     }
 
 

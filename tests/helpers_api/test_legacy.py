@@ -19,9 +19,14 @@ from tests.helpers_api.legacy_fixture import write_megatron_lm_checkpoint
 
 def test_megatron_lm_checkpoint_yields_layout_options_and_progress(tmp_path: Path) -> None:
     iteration_dir = write_megatron_lm_checkpoint(
-        tmp_path, 300, consumed_train_samples=9600, skipped_train_samples=3,
-        consumed_valid_samples=128, num_floating_point_operations_so_far=2.5e15,
-        tensor_model_parallel_size=2, ckpt_fully_parallel_save=True,
+        tmp_path,
+        300,
+        consumed_train_samples=9600,
+        skipped_train_samples=3,
+        consumed_valid_samples=128,
+        num_floating_point_operations_so_far=2.5e15,
+        tensor_model_parallel_size=2,
+        ckpt_fully_parallel_save=True,
     )
     assert (tmp_path / "latest_checkpointed_iteration.txt").read_text() == "300"
     assert not (iteration_dir / "train_state.pt").exists()
@@ -48,7 +53,9 @@ def test_args_as_dict_and_defaults_for_missing_fields() -> None:
     assert extracted["model"]["tensor_model_parallel_size"] == 1
     assert extracted["model"]["encoder_pipeline_model_parallel_size"] == 0
     assert extracted["checkpoint"] == {
-        "save_optim": True, "save_rng": False, "fully_parallel_save": False
+        "save_optim": True,
+        "save_rng": False,
+        "fully_parallel_save": False,
     }
 
 
@@ -60,7 +67,9 @@ def test_missing_args_is_an_error_that_names_it() -> None:
 def test_train_state_without_args_reads_zero_counters() -> None:
     state = _get_train_state_from_state_dict({"iteration": torch.tensor(12)})
     assert (state.step, state.consumed_train_samples, state.floating_point_operations_so_far) == (
-        12, 0, 0.0
+        12,
+        0,
+        0.0,
     )
     namespace = argparse.Namespace(consumed_train_samples=40)
     assert _get_train_state_from_state_dict({"args": namespace}).consumed_train_samples == 40

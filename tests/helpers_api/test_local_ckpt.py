@@ -53,7 +53,9 @@ def _resume(rank: int, world_size: int, cfg: CheckpointConfig) -> dict[str, Any]
         "first_pass": first == ({}, iteration, False, CheckpointType.LOCAL),
         "w": state["model"]["w"].tolist(),
         "common": state["iteration"],
-        "ckpt_id": ckpt_id, "release": release, "local": kind is CheckpointType.LOCAL,
+        "ckpt_id": ckpt_id,
+        "release": release,
+        "local": kind is CheckpointType.LOCAL,
     }
 
 
@@ -83,13 +85,15 @@ def _body(rank: int, world_size: int, local_dir: str, np_root: str) -> dict[str,
     import torch.distributed as dist
 
     atomic = CheckpointConfig(
-        non_persistent_ckpt_type="local", non_persistent_local_ckpt_dir=local_dir,
+        non_persistent_ckpt_type="local",
+        non_persistent_local_ckpt_dir=local_dir,
         non_persistent_local_ckpt_algo="atomic",
     )
     files = _save_two_iterations(rank, world_size, atomic)
     resumed = _resume(rank, world_size, atomic)
     fully_parallel = CheckpointConfig(
-        non_persistent_ckpt_type="local", non_persistent_local_ckpt_dir=local_dir,
+        non_persistent_ckpt_type="local",
+        non_persistent_local_ckpt_dir=local_dir,
     )
     refused = _fully_parallel_refused(fully_parallel)
     cleanup_returned_none = _cleanup_only_on_rank_zero(rank, np_root)
@@ -124,8 +128,10 @@ def test_context_is_empty_unless_local_and_replication_needs_cuda(tmp_path: Path
     assert init_checkpointing_context(CheckpointConfig()) == {}
     assert init_checkpointing_context(CheckpointConfig(non_persistent_ckpt_type="global")) == {}
     replicated = CheckpointConfig(
-        non_persistent_ckpt_type="local", non_persistent_local_ckpt_dir=str(tmp_path),
-        replication=True, replication_jump=1,
+        non_persistent_ckpt_type="local",
+        non_persistent_local_ckpt_dir=str(tmp_path),
+        replication=True,
+        replication_jump=1,
     )
     if torch.cuda.is_available():  # pragma: no cover - CPU-only CI
         pytest.skip("this check is about CPU-only machines")

@@ -44,8 +44,14 @@ def test_adapter_filter_keeps_only_adapters_in_model_sections() -> None:
             f"decoder.layers.{layer}.linear_qkv.adapter.linear_in.weight",
             f"decoder.layers.{layer}.linear_qkv.adapter.linear_out.weight",
         ]
-    for section in ("checkpoint_version", "iteration", "optimizer", "opt_param_scheduler",
-                    "rng_state", "modelopt_state"):
+    for section in (
+        "checkpoint_version",
+        "iteration",
+        "optimizer",
+        "opt_param_scheduler",
+        "rng_state",
+        "modelopt_state",
+    ):
         assert filtered[section] is full[section]
     assert len(full["model0"]) == 5  # the input is left untouched
 
@@ -65,8 +71,16 @@ def test_filter_uses_any_object_with_adapter_key_filter() -> None:
 
 @pytest.mark.parametrize(
     ("key", "expected"),
-    [("model", True), ("model0", True), ("model12", True), ("models", False),
-     ("model_0", False), ("modelopt_state", False), ("optimizer", False), ("mode", False)],
+    [
+        ("model", True),
+        ("model0", True),
+        ("model12", True),
+        ("models", False),
+        ("model_0", False),
+        ("modelopt_state", False),
+        ("optimizer", False),
+        ("mode", False),
+    ],
 )
 def test_model_sections_are_model_and_model_digits(key: str, expected: bool) -> None:
     assert _is_model_section(key) is expected

@@ -94,7 +94,10 @@ def test_restored_rng_continues_the_saved_streams_on_two_ranks() -> None:
             assert got["replica_id"] == rank
             assert got["entries"] == entries
             assert got["fields"] == [
-                "np_rng_state", "random_rng_state", "rng_tracker_states", "torch_rng_state"
+                "np_rng_state",
+                "random_rng_state",
+                "rng_tracker_states",
+                "torch_rng_state",
             ]
         assert result["tracker"]
     assert results[0]["missing_entry"] == "restored"

@@ -14,9 +14,7 @@ from cairn_operator.sandbox import Sandbox, pruned_checkpoint_fields, validate_c
 from cairn_operator.settings import OperatorSettings
 
 T = TypeVar("T")
-FAST = OperatorSettings(
-    health_interval_s=0.3, gc_image="cairn:test"
-)
+FAST = OperatorSettings(health_interval_s=0.3, gc_image="cairn:test")
 
 
 class ShiftedClock:
@@ -55,8 +53,12 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float = 15.0, what: str 
 
 
 def get_when(
-    sandbox: Sandbox, name: str, predicate: Callable[[dict[str, Any]], Any], *,
-    timeout: float = 15.0, what: str = "condition",
+    sandbox: Sandbox,
+    name: str,
+    predicate: Callable[[dict[str, Any]], Any],
+    *,
+    timeout: float = 15.0,
+    what: str = "condition",
 ) -> dict[str, Any]:
     """Poll the Checkpoint ``name`` until ``predicate(obj)`` holds; return the object."""
 
@@ -70,11 +72,17 @@ def get_when(
 def checkpoint(name: str, namespace: str = "default", **spec: Any) -> dict[str, Any]:
     """A Checkpoint manifest with a persistent root ``/ckpt/<name>`` on PVC ``ckpt-pvc``."""
     body: dict[str, Any] = {
-        "storage": {"persistent": {"claimName": "ckpt-pvc", "mountPath": "/ckpt", "path": f"/ckpt/{name}"}},
+        "storage": {
+            "persistent": {"claimName": "ckpt-pvc", "mountPath": "/ckpt", "path": f"/ckpt/{name}"}
+        },
     }
     body.update(spec)
-    return {"apiVersion": "cairn.dev/v1alpha1", "kind": "Checkpoint",
-            "metadata": {"name": name, "namespace": namespace}, "spec": body}
+    return {
+        "apiVersion": "cairn.dev/v1alpha1",
+        "kind": "Checkpoint",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
 
 
 def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
@@ -91,8 +99,11 @@ def assert_schema_clean(obj: dict[str, Any]) -> None:
 
 
 def events_for(sandbox: Sandbox, name: str, reason: str) -> list[dict[str, Any]]:
-    return [e for e in sandbox.list("events")
-            if (e.get("involvedObject") or {}).get("name") == name and e.get("reason") == reason]
+    return [
+        e
+        for e in sandbox.list("events")
+        if (e.get("involvedObject") or {}).get("name") == name and e.get("reason") == reason
+    ]
 
 
 def wait_events(sandbox: Sandbox, name: str, reason: str, count: int = 1) -> list[dict[str, Any]]:

@@ -9,7 +9,9 @@ import pytest
 from cairn_agent.cluster.config import in_cluster_config, kubeconfig_config, load_api_config
 
 
-def test_in_cluster_service_account_token_is_reread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_cluster_service_account_token_is_reread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "token").write_text("first\n")
     (tmp_path / "ca.crt").write_text("PEM")
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
@@ -39,7 +41,11 @@ users:
 - {{name: u2, user: {{token: t2}}}}
 """)
     config = kubeconfig_config(path)
-    assert (config.server, config.bearer(), config.ca_data) == ("https://two:443", "t2", "-----PEM-----")
+    assert (config.server, config.bearer(), config.ca_data) == (
+        "https://two:443",
+        "t2",
+        "-----PEM-----",
+    )
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(path))
     found = load_api_config()

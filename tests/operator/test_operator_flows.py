@@ -31,13 +31,17 @@ def _status(sandbox: Sandbox, name: str) -> dict[str, Any]:
 def test_valid_then_invalid_spec_is_reported(sandbox: Sandbox, operator: RunningOperator) -> None:
     sandbox.create(checkpoint("valid", save={"interval": 100}))
     obj = get_when(sandbox, "valid", lambda o: condition(o, "Valid"))
-    obj = get_when(sandbox, "valid", lambda o: "cairn.dev/cleanup" in (o["metadata"].get("finalizers") or ()))
+    obj = get_when(
+        sandbox, "valid", lambda o: "cairn.dev/cleanup" in (o["metadata"].get("finalizers") or ())
+    )
     valid = condition(obj, "Valid")
     assert valid and valid["status"] == "True" and valid["observedGeneration"] == 1
     assert obj["status"]["observedGeneration"] == 1 and obj["status"]["phase"] == "Pending"
 
     sandbox.patch("checkpoints", "valid", {"spec": {"retention": {"keepEvery": 250}}})
-    obj = get_when(sandbox, "valid", lambda o: (condition(o, "Valid") or {}).get("status") == "False")
+    obj = get_when(
+        sandbox, "valid", lambda o: (condition(o, "Valid") or {}).get("status") == "False"
+    )
     invalid = condition(obj, "Valid")
     assert invalid and invalid["reason"] == "InvalidSpec" and invalid["observedGeneration"] == 2
     assert "keepEvery=250" in invalid["message"] and obj["status"]["phase"] == "Invalid"
@@ -59,8 +63,12 @@ def test_resume_point_follows_agent_and_falls_back_on_corruption(
         return status if (status.get("resumeFrom") or {}).get("iteration") == expected else None
 
     status = wait_for(lambda: resume_at(200), what="resumeFrom=200 (newest verified)")
-    assert status["resumeFrom"] == {"iteration": 200, "path": "/ckpt/resume/iter_0000200",
-                                    "source": "persistent", "reason": "LatestVerified"}
+    assert status["resumeFrom"] == {
+        "iteration": 200,
+        "path": "/ckpt/resume/iter_0000200",
+        "source": "persistent",
+        "reason": "LatestVerified",
+    }
     assert status["phase"] == "Ready"
 
     agent.report_corrupt(200, "/ckpt/resume/iter_0000200/__0_0.distcp", "size 10 != manifest 1000")
@@ -78,8 +86,12 @@ def test_resume_point_follows_agent_and_falls_back_on_corruption(
 def test_stale_heartbeat_degrades_and_recovers(
     sandbox: Sandbox, operator: RunningOperator, clock: ShiftedClock
 ) -> None:
-    sandbox.create(checkpoint("health", asyncWorker={"enabled": True, "heartbeatTimeoutSeconds": 60,
-                                                      "saveStallSeconds": 600}))
+    sandbox.create(
+        checkpoint(
+            "health",
+            asyncWorker={"enabled": True, "heartbeatTimeoutSeconds": 60, "saveStallSeconds": 600},
+        )
+    )
     agent = _reporter(sandbox, "health")
     agent.report_heartbeat("Idle", pid=42)
     assert agent.flush()
@@ -114,24 +126,46 @@ def test_stale_heartbeat_degrades_and_recovers(
 
 
 def _pod(name: str, ckpt: str, uid_hint: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default",
-                         "labels": {"cairn.dev/checkpoint": ckpt, "hint": uid_hint}},
-            "spec": {"containers": [{"name": "trainer", "image": "trainer:1"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "labels": {"cairn.dev/checkpoint": ckpt, "hint": uid_hint},
+        },
+        "spec": {"containers": [{"name": "trainer", "image": "trainer:1"}]},
+    }
 
 
 def _pod_status(restarts: int, phase: str = "Running") -> dict[str, Any]:
-    return {"status": {"phase": phase, "containerStatuses": [
-        {"name": "trainer", "restartCount": restarts, "ready": True, "image": "trainer:1",
-         "imageID": "", "state": {"running": {}}}]}}
+    return {
+        "status": {
+            "phase": phase,
+            "containerStatuses": [
+                {
+                    "name": "trainer",
+                    "restartCount": restarts,
+                    "ready": True,
+                    "image": "trainer:1",
+                    "imageID": "",
+                    "state": {"running": {}},
+                }
+            ],
+        }
+    }
 
 
 def test_pod_restarts_are_counted_once(sandbox: Sandbox, operator: RunningOperator) -> None:
     sandbox.create(checkpoint("restarts"))
     sandbox.create(_pod("trainer-0", "restarts", "a"))
     sandbox.patch("pods", "trainer-0", _pod_status(0), subresource="status")
-    wait_for(lambda: "cairn.dev/observed-pods" in (sandbox.get("checkpoints", "restarts")["metadata"]
-                                                   .get("annotations") or {}))
+    wait_for(
+        lambda: (
+            "cairn.dev/observed-pods"
+            in (sandbox.get("checkpoints", "restarts")["metadata"].get("annotations") or {})
+        )
+    )
     sandbox.patch("pods", "trainer-0", _pod_status(1), subresource="status")
 
     def count(n: int) -> dict[str, Any] | None:

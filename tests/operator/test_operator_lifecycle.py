@@ -28,11 +28,14 @@ def _jobs(sandbox: Sandbox, ckpt: str) -> list[dict[str, Any]]:
 
 def _handled(op: RunningOperator, handler: str) -> float:
     samples = op.context.metrics.registry.get_sample_value(
-        "cairn_operator_reconcile_duration_seconds_count", {"handler": handler})
+        "cairn_operator_reconcile_duration_seconds_count", {"handler": handler}
+    )
     return samples or 0.0
 
 
-def _report_history(sandbox: Sandbox, name: str, iterations: list[int], state: str) -> StatusReporter:
+def _report_history(
+    sandbox: Sandbox, name: str, iterations: list[int], state: str
+) -> StatusReporter:
     # A long throttle so that the whole history goes out as one patch on flush().
     agent = StatusReporter(f"default/{name}", kubeconfig=sandbox.kubeconfig, min_interval_s=60)
     for it in iterations:
@@ -43,28 +46,54 @@ def _report_history(sandbox: Sandbox, name: str, iterations: list[int], state: s
 
 
 def test_retention_job_once_across_operator_restarts(sandbox: Sandbox, clock: ShiftedClock) -> None:
-    sandbox.create(checkpoint("gc", retention={"keepLast": 2, "pinned": [100]}, save={"interval": 100}))
+    sandbox.create(
+        checkpoint("gc", retention={"keepLast": 2, "pinned": [100]}, save={"interval": 100})
+    )
     with run_in_thread(sandbox.url, settings=FAST, clock=clock):
         get_when(sandbox, "gc", lambda o: (o.get("status") or {}).get("phase"))
         agent = _report_history(sandbox, "gc", [100, 200, 300, 400, 500], "Idle")
-        obj = get_when(sandbox, "gc", lambda o: (o["status"].get("retention") or {}).get("plannedDeletions"))
+        obj = get_when(
+            sandbox, "gc", lambda o: (o["status"].get("retention") or {}).get("plannedDeletions")
+        )
         assert obj["status"]["retention"]["plannedDeletions"] == [200, 300]
-        assert _jobs(sandbox, "gc") == []  # the job is alive (fresh heartbeat): in-job retention only
+        assert (
+            _jobs(sandbox, "gc") == []
+        )  # the job is alive (fresh heartbeat): in-job retention only
 
         agent.report_heartbeat("Stopped", pid=7)
         assert agent.flush()
         job = wait_for(lambda: _jobs(sandbox, "gc"), what="the retention Job")[0]
-        obj = get_when(sandbox, "gc", lambda o: o["status"]["retention"].get("lastRun")
-                       and len(o["status"].get("conditions") or ()) == 3)
+        obj = get_when(
+            sandbox,
+            "gc",
+            lambda o: (
+                o["status"]["retention"].get("lastRun")
+                and len(o["status"].get("conditions") or ()) == 3
+            ),
+        )
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == [
-        "cairn", "gc", "/ckpt/gc", "--keep-last", "2", "--pin", "100", "--protect", "500"]
+        "cairn",
+        "gc",
+        "/ckpt/gc",
+        "--keep-last",
+        "2",
+        "--pin",
+        "100",
+        "--protect",
+        "500",
+    ]
     assert container["volumeMounts"] == [{"name": "checkpoints", "mountPath": "/ckpt"}]
-    assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "ckpt-pvc"}
+    assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"] == {
+        "claimName": "ckpt-pvc"
+    }
     assert job["metadata"]["name"].startswith("cairn-gc-gc-")
     assert job["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
     assert "cairn.dev/checkpoint" not in job["spec"]["template"]["metadata"]["labels"]
-    assert obj["status"]["retention"]["retainedCount"] == 3 and obj["status"]["retention"]["retainedBytes"] == 300
+    assert (
+        obj["status"]["retention"]["retainedCount"] == 3
+        and obj["status"]["retention"]["retainedBytes"] == 300
+    )
     wait_events(sandbox, "gc", "RetentionJobCreated")
     before = copy.deepcopy(obj["status"])
 
@@ -82,32 +111,59 @@ def test_dry_run_only_reports_the_plan(sandbox: Sandbox, clock: ShiftedClock) ->
     sandbox.create(checkpoint("dry", retention={"keepLast": 1, "dryRun": True}))
     with run_in_thread(sandbox.url, settings=FAST, clock=clock) as op:
         agent = _report_history(sandbox, "dry", [10, 20, 30], "Stopped")
-        obj = get_when(sandbox, "dry", lambda o: (o.get("status", {}).get("retention") or {}).get("plannedDeletions"))
+        obj = get_when(
+            sandbox,
+            "dry",
+            lambda o: (o.get("status", {}).get("retention") or {}).get("plannedDeletions"),
+        )
         assert obj["status"]["retention"] == {
-            "retainedCount": 1, "retainedBytes": 100, "plannedDeletions": [10, 20], "dryRun": True}
+            "retainedCount": 1,
+            "retainedBytes": 100,
+            "plannedDeletions": [10, 20],
+            "dryRun": True,
+        }
         assert _handled(op, "retention") >= 1 and _jobs(sandbox, "dry") == []
     agent.close()
 
 
-def test_delete_policy_runs_cleanup_job_before_releasing(sandbox: Sandbox, clock: ShiftedClock) -> None:
+def test_delete_policy_runs_cleanup_job_before_releasing(
+    sandbox: Sandbox, clock: ShiftedClock
+) -> None:
     sandbox.create(checkpoint("wipe", deletionPolicy="Delete"))
     with run_in_thread(sandbox.url, settings=FAST, clock=clock):
-        get_when(sandbox, "wipe", lambda o: "cairn.dev/cleanup" in (o["metadata"].get("finalizers") or ()))
+        get_when(
+            sandbox,
+            "wipe",
+            lambda o: "cairn.dev/cleanup" in (o["metadata"].get("finalizers") or ()),
+        )
         sandbox.delete("checkpoints", "wipe")
         job = wait_for(lambda: _jobs(sandbox, "wipe"), what="the clean-up Job")[0]
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "cairn", "gc", "/ckpt/wipe", "--delete-all"]
-    assert job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "ckpt-pvc"
+        "cairn",
+        "gc",
+        "/ckpt/wipe",
+        "--delete-all",
+    ]
+    assert (
+        job["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        == "ckpt-pvc"
+    )
     assert "ownerReferences" not in job["metadata"]
     held = sandbox.get("checkpoints", "wipe")
     assert held["metadata"]["finalizers"] == ["cairn.dev/cleanup"]
 
     with run_in_thread(sandbox.url, settings=FAST, clock=clock) as second:  # restarted mid-deletion
-        wait_for(lambda: _handled(second, "cleanup") >= 1, what="the restarted operator's clean-up pass")
+        wait_for(
+            lambda: _handled(second, "cleanup") >= 1, what="the restarted operator's clean-up pass"
+        )
         assert len(_jobs(sandbox, "wipe")) == 1
         assert sandbox.get("checkpoints", "wipe")["metadata"]["finalizers"] == ["cairn.dev/cleanup"]
-        sandbox.patch("jobs", job["metadata"]["name"], {"status": {
-            "succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}}, subresource="status")
+        sandbox.patch(
+            "jobs",
+            job["metadata"]["name"],
+            {"status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}},
+            subresource="status",
+        )
 
         def gone() -> bool:
             try:
@@ -122,18 +178,35 @@ def test_delete_policy_runs_cleanup_job_before_releasing(sandbox: Sandbox, clock
 def test_retain_policy_releases_at_once(sandbox: Sandbox, clock: ShiftedClock) -> None:
     sandbox.create(checkpoint("keep"))
     with run_in_thread(sandbox.url, settings=FAST, clock=clock):
-        get_when(sandbox, "keep", lambda o: "cairn.dev/cleanup" in (o["metadata"].get("finalizers") or ()))
+        get_when(
+            sandbox,
+            "keep",
+            lambda o: "cairn.dev/cleanup" in (o["metadata"].get("finalizers") or ()),
+        )
         sandbox.delete("checkpoints", "keep")
-        wait_for(lambda: not [o for o in sandbox.list("checkpoints", "default")
-                              if o["metadata"]["name"] == "keep"], what="deletion")
+        wait_for(
+            lambda: (
+                not [
+                    o
+                    for o in sandbox.list("checkpoints", "default")
+                    if o["metadata"]["name"] == "keep"
+                ]
+            ),
+            what="deletion",
+        )
     assert _jobs(sandbox, "keep") == []
 
 
 def test_every_status_patch_fits_the_schema(sandbox: Sandbox) -> None:
     """Runs last in this module: every status write the operator made would be stored as sent."""
-    patches = [r.data for r in list(sandbox.emulator._requests)
-               if str(r.method).endswith("PATCH") and str(r.url).endswith("/status")
-               and "/checkpoints/" in str(r.url) and isinstance(r.data, dict)]
+    patches = [
+        r.data
+        for r in list(sandbox.emulator._requests)
+        if str(r.method).endswith("PATCH")
+        and str(r.url).endswith("/status")
+        and "/checkpoints/" in str(r.url)
+        and isinstance(r.data, dict)
+    ]
     assert len(patches) > 10
     for patch in patches:
         obj = checkpoint("x")
@@ -146,13 +219,23 @@ def test_cairn_operator_command_uses_the_kubeconfig(sandbox: Sandbox) -> None:
     sandbox.create(checkpoint("cli"))
     env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    proc = subprocess.Popen(["cairn", "operator", "--metrics-port", "0"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["cairn", "operator", "--metrics-port", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
-        obj = get_when(sandbox, "cli", lambda o: (o.get("status") or {}).get("phase") == "Pending",
-                       timeout=60, what="the operator process to reconcile")
+        obj = get_when(
+            sandbox,
+            "cli",
+            lambda o: (o.get("status") or {}).get("phase") == "Pending",
+            timeout=60,
+            what="the operator process to reconcile",
+        )
         assert obj["metadata"]["finalizers"] == ["cairn.dev/cleanup"] or wait_for(
-            lambda: sandbox.get("checkpoints", "cli")["metadata"].get("finalizers"))
+            lambda: sandbox.get("checkpoints", "cli")["metadata"].get("finalizers")
+        )
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)

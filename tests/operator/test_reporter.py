@@ -22,14 +22,21 @@ def sandbox() -> Iterator[Sandbox]:
 
 
 def _status_patches(sandbox: Sandbox, name: str) -> list[dict[str, object]]:
-    return [r.data for r in list(sandbox.emulator._requests)
-            if str(r.method).endswith("PATCH") and str(r.url).endswith(f"/checkpoints/{name}/status")]
+    return [
+        r.data
+        for r in list(sandbox.emulator._requests)
+        if str(r.method).endswith("PATCH") and str(r.url).endswith(f"/checkpoints/{name}/status")
+    ]
 
 
 def test_reports_only_agent_keys_bounded_and_resumed_by_a_new_process(sandbox: Sandbox) -> None:
     sandbox.create(checkpoint("rep"))
-    sandbox.patch("checkpoints", "rep", {"status": {"phase": "Ready", "resumeFrom": {"iteration": 1}}},
-                  subresource="status")  # operator-owned keys must survive the agent's patches
+    sandbox.patch(
+        "checkpoints",
+        "rep",
+        {"status": {"phase": "Ready", "resumeFrom": {"iteration": 1}}},
+        subresource="status",
+    )  # operator-owned keys must survive the agent's patches
     agent = StatusReporter("default/rep", kubeconfig=sandbox.kubeconfig, min_interval_s=0.0)
     for it in range(1, 41):
         agent.report_save_phase(it, "Writing", is_async=True)
@@ -110,4 +117,6 @@ def test_reference_from_the_environment(sandbox: Sandbox, monkeypatch: pytest.Mo
     agent.report_resume(0, "none", generation=0)
     assert agent.flush()
     agent.close()
-    wait_for(lambda: sandbox.get("checkpoints", "fromenv")["status"]["lastResume"]["source"] == "none")
+    wait_for(
+        lambda: sandbox.get("checkpoints", "fromenv")["status"]["lastResume"]["source"] == "none"
+    )

@@ -75,7 +75,9 @@ def finalize_save(
         results = cdist.run_agreed(
             "writing DCP .metadata", lambda: _write_dcp_metadata(save, results), group
         )
-        commit_step(save.staging, save.target, results, started_at=save.started_at, io=io, group=group)
+        commit_step(
+            save.staging, save.target, results, started_at=save.started_at, io=io, group=group
+        )
     except CommitError as exc:
         _abort(save.staging, io, group)
         raise AsyncSaveError(iteration, {rank: str(exc)}) from exc

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _CONTENT_METADATA = "content_metadata"
 
+
 @dataclass
 class PlannedSave:
     """Everything one save needs after planning (on this rank)."""
@@ -85,7 +86,9 @@ class SavePlanCache:
         """
         rank = cdist.get_rank(self._group)
         local = cdist.run_agreed(
-            "preparing the async save", lambda: _prepare_local(sharded_state_dict, rank), self._group
+            "preparing the async save",
+            lambda: _prepare_local(sharded_state_dict, rank),
+            self._group,
         )
         final_plan, metadata = self._global_plan(
             local.plan, local.planner, local.sharded, local.common
@@ -121,7 +124,9 @@ def _validate(sharded: Any, common: Any) -> None:
     validate_sharding_integrity(determine_global_metadata(sharded)[1], common_state_dict=common)
 
 
-def _global_metadata(all_plans: list[SavePlan] | None, planner: MCoreSavePlanner) -> Metadata | None:
+def _global_metadata(
+    all_plans: list[SavePlan] | None, planner: MCoreSavePlanner
+) -> Metadata | None:
     """The coordinator's global DCP metadata (None on other ranks)."""
     if all_plans is None:
         return None
@@ -171,5 +176,3 @@ def _resolve_items(
         else:
             tensors[slot_key(item)] = data.detach()
     return tensors, byte_items
-
-

@@ -177,11 +177,15 @@ class AsyncSaveQueue:
         try:
             self._hand_off(entry, planned)
         except Exception as exc:  # every rank learns of it at finalize
-            log.exception("iteration %d: async save could not be handed off", request.target.iteration)
+            log.exception(
+                "iteration %d: async save could not be handed off", request.target.iteration
+            )
             entry.error = f"{type(exc).__name__}: {exc}"
         log.info(
             "iteration %d: async save scheduled on rank %d (staging %s)",
-            request.target.iteration, cdist.get_rank(self._group), staging.name,
+            request.target.iteration,
+            cdist.get_rank(self._group),
+            staging.name,
         )
 
     def maybe_finalize(self, blocking: bool = False) -> list[int]:
@@ -195,7 +199,9 @@ class AsyncSaveQueue:
         if not self._inflight:
             return []
         self._collect_replies(blocking)
-        finished_here = next((i for i, e in enumerate(self._inflight) if not e.done), len(self._inflight))
+        finished_here = next(
+            (i for i, e in enumerate(self._inflight) if not e.done), len(self._inflight)
+        )
         ready = -cdist.all_reduce_max_int(-finished_here, self._group)
         committed: list[int] = []
         for _ in range(ready):
@@ -281,7 +287,9 @@ class AsyncSaveQueue:
             arena.close()
         self._res.arena = arena = StagingArena(slots)
         self._counts["arenas"] += 1
-        log.info("rank %d: staging arena of %d bytes allocated", cdist.get_rank(self._group), arena.size)
+        log.info(
+            "rank %d: staging arena of %d bytes allocated", cdist.get_rank(self._group), arena.size
+        )
         return arena
 
     def _hand_off(self, entry: _InFlight, planned: PlannedSave) -> None:
@@ -379,7 +387,8 @@ def _close_at_exit(ref: weakref.ReferenceType[AsyncSaveQueue]) -> None:
         log.warning(
             "exiting with %d async save(s) not finalized (iterations %s); they stay uncommitted. "
             "Call maybe_finalize(blocking=True) or close() on every rank before exiting.",
-            len(queue._inflight), [e.request.target.iteration for e in queue._inflight],
+            len(queue._inflight),
+            [e.request.target.iteration for e in queue._inflight],
         )
         queue._inflight.clear()
     queue._closed = True

@@ -37,7 +37,6 @@ class TensorSlot:
         return numel * torch.empty((), dtype=self.dtype).element_size()
 
 
-
 def layout_slots(plan: SavePlan, alignment: int = 64) -> list[TensorSlot]:
     """Arena layout of ``plan``'s tensor items, in plan order, each ``alignment``-aligned."""
     slots: list[TensorSlot] = []

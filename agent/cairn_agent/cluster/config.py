@@ -101,7 +101,9 @@ def kubeconfig_config(path: Path) -> ApiConfig:
     )
 
 
-def load_api_config(api_url: str | None = None, kubeconfig: str | Path | None = None) -> ApiConfig | None:
+def load_api_config(
+    api_url: str | None = None, kubeconfig: str | Path | None = None
+) -> ApiConfig | None:
     """An explicit URL, else an explicit kubeconfig, else in-cluster, else ``$KUBECONFIG``."""
     if api_url:
         return ApiConfig(server=api_url, insecure=True)

@@ -45,7 +45,9 @@ async def _run(name: str, group: Group, obj: Obj, patch: kopf.Patch, ctx: Operat
         ctx.metrics.reconcile_seconds.labels(handler=name).observe(time.perf_counter() - start)
 
 
-async def reconcile_checkpoint(obj: Obj, event_type: str | None, patch: kopf.Patch, ctx: OperatorContext) -> None:
+async def reconcile_checkpoint(
+    obj: Obj, event_type: str | None, patch: kopf.Patch, ctx: OperatorContext
+) -> None:
     """One pass over every group for one watch event of one Checkpoint."""
     if event_type == "DELETED":
         health.remember(obj, True, ctx)

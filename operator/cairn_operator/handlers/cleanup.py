@@ -34,10 +34,17 @@ def _cleanup_job(body: Mapping[str, Any], ctx: OperatorContext) -> dict[str, Any
     command = delete_all_arguments(spec)
     return gc_job.build_gc_job(
         name=gc_job.job_name(meta["name"], PURPOSE, [*command, meta.get("uid", "")]),
-        namespace=meta["namespace"], checkpoint=meta["name"], owner_uid=None, purpose=PURPOSE,
-        claim_name=spec.claim_name, mount_path=spec.mount_path, command=command,
-        image=ctx.settings.gc_image, service_account=ctx.settings.gc_service_account,
-        backoff_limit=ctx.settings.gc_backoff_limit, ttl_seconds=CLEANUP_JOB_TTL_S,
+        namespace=meta["namespace"],
+        checkpoint=meta["name"],
+        owner_uid=None,
+        purpose=PURPOSE,
+        claim_name=spec.claim_name,
+        mount_path=spec.mount_path,
+        command=command,
+        image=ctx.settings.gc_image,
+        service_account=ctx.settings.gc_service_account,
+        backoff_limit=ctx.settings.gc_backoff_limit,
+        ttl_seconds=CLEANUP_JOB_TTL_S,
     )
 
 
@@ -62,10 +69,16 @@ async def _edit_finalizers(obj: Obj, ctx: OperatorContext, *, add: bool) -> bool
             return True
         if add and (current.get("metadata") or {}).get("deletionTimestamp"):
             return False  # the API server refuses new finalizers on a deleted object
-        wanted = [*present, contract.FINALIZER] if add else [f for f in present if f != contract.FINALIZER]
+        wanted = (
+            [*present, contract.FINALIZER]
+            if add
+            else [f for f in present if f != contract.FINALIZER]
+        )
         if await k8s.set_finalizers(current, wanted, settings=ctx.kopf_settings, logger=log):
             return True
-        current = await k8s.get(k8s.checkpoint_url(namespace, name), settings=ctx.kopf_settings, logger=log)
+        current = await k8s.get(
+            k8s.checkpoint_url(namespace, name), settings=ctx.kopf_settings, logger=log
+        )
     return False
 
 
@@ -98,7 +111,12 @@ async def _on_cleanup_job(job: kopf.Body, ctx: OperatorContext) -> None:
     if ckpt is None or contract.FINALIZER not in _finalizers(ckpt):
         return
     if state == "Failed":
-        post_event(ckpt, "Warning", "CleanupFailed", f"Job {job.meta.name} failed; fix it and delete the Job to retry")
+        post_event(
+            ckpt,
+            "Warning",
+            "CleanupFailed",
+            f"Job {job.meta.name} failed; fix it and delete the Job to retry",
+        )
     elif (ckpt.get("metadata") or {}).get("deletionTimestamp"):
         await _release(ckpt, ctx, f"clean-up Job {job.meta.name} succeeded")
 
@@ -116,8 +134,14 @@ async def reconcile(obj: Obj, patch: kopf.Patch, ctx: OperatorContext) -> None:
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     """Register the clean-up Job watcher."""
 
-    @kopf.on.event("batch", "v1", "jobs", registry=registry, id="cleanup-jobs",
-                   labels={gc_job.LABEL_PURPOSE: PURPOSE})
+    @kopf.on.event(
+        "batch",
+        "v1",
+        "jobs",
+        registry=registry,
+        id="cleanup-jobs",
+        labels={gc_job.LABEL_PURPOSE: PURPOSE},
+    )
     @timed(ctx, "cleanup-jobs")
     async def cleanup_job(body: kopf.Body, event: kopf.RawEvent, **_: Any) -> None:
         if event.get("type") != "DELETED":

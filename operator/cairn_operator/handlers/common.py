@@ -60,7 +60,9 @@ class OperatorContext:
         return self.locks.setdefault((namespace, name), asyncio.Lock())
 
 
-def timed(ctx: OperatorContext, name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+def timed(
+    ctx: OperatorContext, name: str
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Record a handler's duration in the reconcile histogram."""
 
     def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -70,7 +72,9 @@ def timed(ctx: OperatorContext, name: str) -> Callable[[Callable[P, Awaitable[R]
             try:
                 return await fn(*args, **kwargs)
             finally:
-                ctx.metrics.reconcile_seconds.labels(handler=name).observe(time.perf_counter() - start)
+                ctx.metrics.reconcile_seconds.labels(handler=name).observe(
+                    time.perf_counter() - start
+                )
 
         return wrapper
 

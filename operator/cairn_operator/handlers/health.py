@@ -41,12 +41,18 @@ def verdict(body: Mapping[str, Any], ctx: OperatorContext) -> conditions.Conditi
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     ledger = restarts.load_ledger(annotations.get(LEDGER_ANNOTATION))
     health = assess_health(
-        read_spec(body.get("spec") or {}), status_of(body), now=ctx.clock(),
+        read_spec(body.get("spec") or {}),
+        status_of(body),
+        now=ctx.clock(),
         job_running=restarts.job_running(ledger),
     )
     return conditions.make_condition(
-        contract.COND_DEGRADED, health.degraded, health.reason, health.message,
-        now=ctx.clock(), generation=generation_of(body),
+        contract.COND_DEGRADED,
+        health.degraded,
+        health.reason,
+        health.message,
+        now=ctx.clock(),
+        generation=generation_of(body),
     )
 
 
@@ -64,15 +70,22 @@ async def _transition(fresh: dict[str, Any], ctx: OperatorContext) -> None:
     conds = conditions.upsert(status.get(contract.CONDITIONS), cond)
     merged = {**status, contract.CONDITIONS: conds}
     meta = fresh["metadata"]
-    patch = {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": {
-        contract.CONDITIONS: conds,
-        contract.PHASE: conditions.derive_phase(merged, conds, bool(meta.get("deletionTimestamp"))),
-    }}
+    patch = {
+        "metadata": {"resourceVersion": meta.get("resourceVersion")},
+        "status": {
+            contract.CONDITIONS: conds,
+            contract.PHASE: conditions.derive_phase(
+                merged, conds, bool(meta.get("deletionTimestamp"))
+            ),
+        },
+    }
     url = k8s.checkpoint_url(meta["namespace"], meta["name"], status=True)
     was_degraded = conditions.is_true(status.get(contract.CONDITIONS), contract.COND_DEGRADED)
     if await k8s.merge_patch(url, patch, settings=ctx.kopf_settings, logger=log) is None:
         return
-    log.info("%s/%s: Degraded=%s %s", meta["namespace"], meta["name"], cond["status"], cond["message"])
+    log.info(
+        "%s/%s: Degraded=%s %s", meta["namespace"], meta["name"], cond["status"], cond["message"]
+    )
     if cond["status"] == "True":
         post_event(fresh, "Warning", cond["reason"], cond["message"])
     elif was_degraded:
@@ -100,7 +113,9 @@ async def scan_forever(ctx: OperatorContext) -> None:
                 try:
                     await check_one(seen, ctx)
                 except Exception:  # one bad object or a failed request must not stop the scanner
-                    log.exception("health check of %s failed", (seen.get("metadata") or {}).get("name"))
+                    log.exception(
+                        "health check of %s failed", (seen.get("metadata") or {}).get("name")
+                    )
 
 
 def remember(obj: Obj, deleted: bool, ctx: OperatorContext) -> None:

@@ -34,7 +34,11 @@ _ATTEMPTS = 5
 
 
 async def _record(
-    namespace: str, name: str, obs: restarts.PodObservation, ctx: OperatorContext, logger: Any,
+    namespace: str,
+    name: str,
+    obs: restarts.PodObservation,
+    ctx: OperatorContext,
+    logger: Any,
 ) -> None:
     # Event handlers are not retried by kopf: retry conflicts with other writers here.
     for attempt in range(_ATTEMPTS):
@@ -43,11 +47,17 @@ async def _record(
             return
         except k8s.Conflict:
             log.debug("%s/%s: ledger write conflict (attempt %d)", namespace, name, attempt + 1)
-    log.warning("%s/%s: gave up recording pod %s after %d conflicts", namespace, name, obs.name, _ATTEMPTS)
+    log.warning(
+        "%s/%s: gave up recording pod %s after %d conflicts", namespace, name, obs.name, _ATTEMPTS
+    )
 
 
 async def _record_once(
-    namespace: str, name: str, obs: restarts.PodObservation, ctx: OperatorContext, logger: Any,
+    namespace: str,
+    name: str,
+    obs: restarts.PodObservation,
+    ctx: OperatorContext,
+    logger: Any,
 ) -> None:
     url = k8s.checkpoint_url(namespace, name)
     async with ctx.lock(namespace, name):
@@ -61,8 +71,12 @@ async def _record_once(
         )
         if new == old:
             return
-        patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
-                              "annotations": {LEDGER_ANNOTATION: restarts.dump_ledger(new)}}}
+        patch = {
+            "metadata": {
+                "resourceVersion": meta.get("resourceVersion"),
+                "annotations": {LEDGER_ANNOTATION: restarts.dump_ledger(new)},
+            }
+        }
         if await k8s.merge_patch(url, patch, settings=ctx.kopf_settings, logger=logger) is None:
             return
     for message in messages:
@@ -81,12 +95,16 @@ async def reconcile(obj: Obj, patch: kopf.Patch, ctx: OperatorContext) -> None:
 def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     """Register the pod watcher."""
 
-    @kopf.on.event("", "v1", "pods", registry=registry, id="pods",
-                   labels={contract.LABEL_CHECKPOINT: kopf.PRESENT})
+    @kopf.on.event(
+        "",
+        "v1",
+        "pods",
+        registry=registry,
+        id="pods",
+        labels={contract.LABEL_CHECKPOINT: kopf.PRESENT},
+    )
     @timed(ctx, "pods")
-    async def pod_event(
-        body: kopf.Body, event: kopf.RawEvent, logger: Any, **_: Any
-    ) -> None:
+    async def pod_event(body: kopf.Body, event: kopf.RawEvent, logger: Any, **_: Any) -> None:
         name = body.metadata.labels.get(contract.LABEL_CHECKPOINT)
         namespace = body.metadata.namespace
         if not name or not namespace:

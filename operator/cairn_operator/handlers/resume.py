@@ -29,10 +29,18 @@ async def reconcile(obj: Obj, patch: kopf.Patch, ctx: OperatorContext) -> None:
     spec = read_spec(obj.get("spec") or {})
     decision = choose_resume_point(spec, status_of(obj))
     changed = set_status(obj, patch, contract.RESUME_FROM, decision.resume_from(spec.path))
-    set_condition(obj, patch, conditions.make_condition(
-        contract.COND_RESUME_POINT_SELECTED, decision.iteration is not None, decision.reason,
-        decision.message, now=ctx.clock(), generation=generation_of(obj),
-    ))
+    set_condition(
+        obj,
+        patch,
+        conditions.make_condition(
+            contract.COND_RESUME_POINT_SELECTED,
+            decision.iteration is not None,
+            decision.reason,
+            decision.message,
+            now=ctx.clock(),
+            generation=generation_of(obj),
+        ),
+    )
     if not changed:
         return
     log.info("%s: resume point -> %s (%s)", ref(obj), decision.iteration, decision.message)

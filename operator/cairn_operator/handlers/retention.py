@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 PURPOSE = "retention"
 
 
-async def _ensure_gc_job(obj: Obj, spec: SpecView, view: RetentionView, ctx: OperatorContext) -> str:
+async def _ensure_gc_job(
+    obj: Obj, spec: SpecView, view: RetentionView, ctx: OperatorContext
+) -> str:
     """Create (or find) the retention Job; return when it was created (``lastRun``)."""
     namespace, name = key_of(obj)
     command = gc_arguments(spec, view.protected)
@@ -48,10 +50,16 @@ async def _ensure_gc_job(obj: Obj, spec: SpecView, view: RetentionView, ctx: Ope
     if known is not None:
         return known
     job = gc_job.build_gc_job(
-        name=job_name, namespace=namespace, checkpoint=name,
-        owner_uid=(obj.get("metadata") or {}).get("uid"), purpose=PURPOSE,
-        claim_name=spec.claim_name, mount_path=spec.mount_path, command=command,
-        image=ctx.settings.gc_image, service_account=ctx.settings.gc_service_account,
+        name=job_name,
+        namespace=namespace,
+        checkpoint=name,
+        owner_uid=(obj.get("metadata") or {}).get("uid"),
+        purpose=PURPOSE,
+        claim_name=spec.claim_name,
+        mount_path=spec.mount_path,
+        command=command,
+        image=ctx.settings.gc_image,
+        service_account=ctx.settings.gc_service_account,
         backoff_limit=ctx.settings.gc_backoff_limit,
     )
     found, created = await k8s.create_if_absent(

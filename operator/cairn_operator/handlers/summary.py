@@ -22,7 +22,9 @@ async def reconcile(obj: Obj, patch: kopf.Patch, ctx: OperatorContext) -> None:
     conds = pending_status(obj, patch, contract.CONDITIONS)
     deleting = bool((obj.get("metadata") or {}).get("deletionTimestamp"))
     set_status(obj, patch, contract.PHASE, derive_phase(merged, conds, deleting))
-    ctx.metrics.observe(key_of(obj), {**merged, contract.PHASE: patch.get("status", {}).get(contract.PHASE)})
+    ctx.metrics.observe(
+        key_of(obj), {**merged, contract.PHASE: patch.get("status", {}).get(contract.PHASE)}
+    )
 
 
 def forget(obj: Obj, ctx: OperatorContext) -> None:

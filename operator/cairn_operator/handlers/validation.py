@@ -25,13 +25,21 @@ from cairn_operator.reconcile.validation import ValidationResult, validate
 log = logging.getLogger(__name__)
 
 
-def _condition(result: ValidationResult, ctx: OperatorContext, gen: int | None) -> conditions.Condition:
+def _condition(
+    result: ValidationResult, ctx: OperatorContext, gen: int | None
+) -> conditions.Condition:
     if result.errors:
         return conditions.make_condition(
-            contract.COND_VALID, False, "InvalidSpec", "; ".join(result.errors),
-            now=ctx.clock(), generation=gen,
+            contract.COND_VALID,
+            False,
+            "InvalidSpec",
+            "; ".join(result.errors),
+            now=ctx.clock(),
+            generation=gen,
         )
-    message = "spec accepted" + ("; warnings: " + "; ".join(result.warnings) if result.warnings else "")
+    message = "spec accepted" + (
+        "; warnings: " + "; ".join(result.warnings) if result.warnings else ""
+    )
     reason = "AcceptedWithWarnings" if result.warnings else "Accepted"
     return conditions.make_condition(
         contract.COND_VALID, True, reason, message, now=ctx.clock(), generation=gen

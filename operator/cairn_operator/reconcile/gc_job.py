@@ -48,22 +48,30 @@ def build_gc_job(
     labels = {LABEL_GC_FOR: checkpoint, LABEL_PURPOSE: purpose}
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "containers": [{
-            "name": "gc",
-            "image": image,
-            "command": ["cairn", *command],
-            "volumeMounts": [{"name": VOLUME_NAME, "mountPath": mount_path}],
-        }],
+        "containers": [
+            {
+                "name": "gc",
+                "image": image,
+                "command": ["cairn", *command],
+                "volumeMounts": [{"name": VOLUME_NAME, "mountPath": mount_path}],
+            }
+        ],
         "volumes": [{"name": VOLUME_NAME, "persistentVolumeClaim": {"claimName": claim_name}}],
     }
     if service_account:
         pod_spec["serviceAccountName"] = service_account
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
     if owner_uid:
-        metadata["ownerReferences"] = [{
-            "apiVersion": contract.API_VERSION, "kind": contract.KIND, "name": checkpoint,
-            "uid": owner_uid, "controller": True, "blockOwnerDeletion": False,
-        }]
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": contract.API_VERSION,
+                "kind": contract.KIND,
+                "name": checkpoint,
+                "uid": owner_uid,
+                "controller": True,
+                "blockOwnerDeletion": False,
+            }
+        ]
     job_spec: dict[str, Any] = {
         "backoffLimit": backoff_limit,
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},

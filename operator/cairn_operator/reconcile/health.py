@@ -57,7 +57,8 @@ def assess_health(
     if save_age is not None and save_age > spec.save_stall_s:
         flight = status.get(contract.SAVE_IN_PROGRESS) or {}
         return Health(
-            True, REASON_SAVE_STALLED,
+            True,
+            REASON_SAVE_STALLED,
             f"the save of iteration {flight.get('iteration')} started at {flight.get('startedAt')} "
             f"is still in flight after saveStallSeconds={spec.save_stall_s}",
         )
@@ -67,7 +68,8 @@ def assess_health(
     beat_age = _age(status, contract.ASYNC_WORKER, "heartbeatTime", now)
     if beat_age is not None and state not in QUIET_STATES and beat_age > spec.heartbeat_timeout_s:
         return Health(
-            True, REASON_AGENT_SILENT,
+            True,
+            REASON_AGENT_SILENT,
             f"no agent heartbeat since {worker.get('heartbeatTime')} (limit "
             f"heartbeatTimeoutSeconds={spec.heartbeat_timeout_s}); the async worker may be hung",
         )

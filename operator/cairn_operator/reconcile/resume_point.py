@@ -57,7 +57,9 @@ def _preferred(policy: str, saved: list[Saved], pinned_it: int | None) -> tuple[
     return (saved[-1].iteration, "LatestCommitted") if saved else (None, "NoCheckpoint")
 
 
-def _fallback(saved: list[Saved], pins: tuple[int, ...], bad: Mapping[int, str], below: int) -> int | None:
+def _fallback(
+    saved: list[Saved], pins: tuple[int, ...], bad: Mapping[int, str], below: int
+) -> int | None:
     """Newest good candidate older than ``below``: verified first, then committed, then pinned."""
     older = [s for s in saved if s.iteration < below and s.iteration not in bad]
     for group in ([s.iteration for s in older if s.verified], [s.iteration for s in older]):
@@ -76,16 +78,22 @@ def choose_resume_point(spec: SpecView, status: Mapping[str, Any]) -> ResumeDeci
         return ResumeDecision(iteration=None, reason=reason, message="no committed checkpoint yet")
     if preferred not in bad:
         return ResumeDecision(
-            iteration=preferred, reason=reason, message=f"resume from iteration {preferred} ({reason})"
+            iteration=preferred,
+            reason=reason,
+            message=f"resume from iteration {preferred} ({reason})",
         )
     chosen = _fallback(saved, spec.pinned, bad, preferred)
     why = f"iteration {preferred} is corrupt ({bad[preferred]})"
     if chosen is None:
         return ResumeDecision(
-            iteration=None, reason="NoValidCheckpoint", message=f"{why} and no older good one exists",
+            iteration=None,
+            reason="NoValidCheckpoint",
+            message=f"{why} and no older good one exists",
             fallback_from=preferred,
         )
     return ResumeDecision(
-        iteration=chosen, reason="FallbackFromCorrupt", fallback_from=preferred,
+        iteration=chosen,
+        reason="FallbackFromCorrupt",
+        fallback_from=preferred,
         message=f"{why}; falling back to iteration {chosen}",
     )

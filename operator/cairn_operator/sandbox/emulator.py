@@ -48,9 +48,15 @@ from cairn_operator.sandbox.watch import WatchHub
 
 _MAX_BODY_BYTES = 3 * 1024 * 1024
 _SERVER_VERSION = {
-    "major": "1", "minor": "32", "gitVersion": "v1.32.0-cairn-sandbox", "gitCommit": "",
-    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23",
-    "compiler": "gc", "platform": "linux/amd64",
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0-cairn-sandbox",
+    "gitCommit": "",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.23",
+    "compiler": "gc",
+    "platform": "linux/amd64",
 }
 
 
@@ -81,7 +87,9 @@ def parse_route(path: str) -> Route | None:
     if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
         namespace, rest = rest[1], rest[2:]
     rest += [None] * (3 - len(rest))  # type: ignore[list-item]
-    return Route(group, version, namespace, rest[0], rest[1], "/".join(p for p in rest[2:] if p) or None)
+    return Route(
+        group, version, namespace, rest[0], rest[1], "/".join(p for p in rest[2:] if p) or None
+    )
 
 
 def _sees(view: Any, request: Request) -> bool:
@@ -120,15 +128,17 @@ class CairnEmulator(KubernetesEmulator):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
-        self._store = ObjectStore(self._objects, history_limit=self.history_limit,
-                                  event_limit=self.event_limit)
+        self._store = ObjectStore(
+            self._objects, history_limit=self.history_limit, event_limit=self.event_limit
+        )
         self._store.before_store = self._before_store
         self._store.served_of = self._served.get
         self._watches = WatchHub(self._store, self._buses, window=self.watch_window)
         for served in registry.CORE:
             self.serve(served)
-        self._store.create(self._served_for("", "v1", "namespaces"), None,
-                           {"metadata": {"name": "default"}}, {})
+        self._store.create(
+            self._served_for("", "v1", "namespaces"), None, {"metadata": {"name": "default"}}, {}
+        )
 
     # --- public API ----------------------------------------------------------------------------
 
@@ -157,8 +167,12 @@ class CairnEmulator(KubernetesEmulator):
         by default the Checkpoint CRD of this repository."""
         crd = crd if crd is not None else load_crd(DEFAULT_CRD_PATH)
         body = {k: v for k, v in crd.items() if k != "status"}
-        self._store.create(self._served_for("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
-                           None, body, {})
+        self._store.create(
+            self._served_for("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+            None,
+            body,
+            {},
+        )
 
     # --- HTTP entry point ----------------------------------------------------------------------
 
@@ -193,16 +207,30 @@ class CairnEmulator(KubernetesEmulator):
         except ValueError:
             data = None
         route = parse_route(raw_request.path)
-        res = None if route is None else resource(group=route.group, version=route.version,
-                                                  plural=route.plural)
+        res = (
+            None
+            if route is None
+            else resource(group=route.group, version=route.version, plural=route.plural)
+        )
         parsed = parsing.ParsedPath(*dataclasses.astuple(route)) if route else parsing.ParsedPath()
-        action = parsing.guess_k8s(parsed, enums.method(raw_request.method), dict(raw_request.query))
+        action = parsing.guess_k8s(
+            parsed, enums.method(raw_request.method), dict(raw_request.query)
+        )
         return Request(
-            id=self._request_count, raw_request=raw_request, url=raw_request.url,
-            method=raw_request.method, params=dict(raw_request.query),
-            headers=dict(raw_request.headers), cookies=dict(raw_request.cookies),
-            data=data, body=body, text=body.decode("utf-8", "replace"), action=action, resource=res,
-            namespace=route.namespace if route else None, name=route.name if route else None,
+            id=self._request_count,
+            raw_request=raw_request,
+            url=raw_request.url,
+            method=raw_request.method,
+            params=dict(raw_request.query),
+            headers=dict(raw_request.headers),
+            cookies=dict(raw_request.cookies),
+            data=data,
+            body=body,
+            text=body.decode("utf-8", "replace"),
+            action=action,
+            resource=res,
+            namespace=route.namespace if route else None,
+            name=route.name if route else None,
             subresource=route.subresource if route else None,
         )
 
@@ -224,14 +252,19 @@ class CairnEmulator(KubernetesEmulator):
                     pass
         status, payload_value = await self._route(request)
         # Watch streams must say JSON, or kubectl refuses them (KMock streams octet-stream).
-        headers = {"Content-Type": "application/json"} if not isinstance(payload_value, dict) else None
+        headers = (
+            {"Content-Type": "application/json"} if not isinstance(payload_value, dict) else None
+        )
         response: aiohttp.web.StreamResponse = await rendering.Response(
-            status=status, payload=payload_value, headers=headers)(request)
+            status=status, payload=payload_value, headers=headers
+        )(request)
         return response
 
     def _user_reactions(self) -> list[Any]:
         # KMock's own fallbacks (priority -inf) are replaced by _route(); only user reactions stay.
-        mine = [p for p in self._payloads if not (p.priorities and p.priorities[0] == float("-inf"))]
+        mine = [
+            p for p in self._payloads if not (p.priorities and p.priorities[0] == float("-inf"))
+        ]
         return sorted(mine, key=lambda p: tuple(-x for x in p.priorities), reverse=False)
 
     # --- routing -------------------------------------------------------------------------------
@@ -243,37 +276,56 @@ class CairnEmulator(KubernetesEmulator):
         if route.version is None:
             return 200, await self._serve_group(request)
         if route.plural is None:
-            same = [s for s in self._served.values() if (s.group, s.version) == (route.group, route.version)]
+            same = [
+                s
+                for s in self._served.values()
+                if (s.group, s.version) == (route.group, route.version)
+            ]
             if not same:
-                raise KubernetesError(status=404, reason="NotFound", message=f"{request.url.path} not found")
+                raise KubernetesError(
+                    status=404, reason="NotFound", message=f"{request.url.path} not found"
+                )
             return 200, registry.api_resource_list(route.group, route.version, same)
         served = self._served_for(route.group, route.version, route.plural)
         method = request.method.value if request.method else "GET"
         if method == "GET" and request.params.get("watch") in ("true", "1"):
             as_table = table.wants_table(request.headers.get("Accept"))
-            return 200, self._watches.stream(served, route.namespace, route.name, dict(request.params),
-                                             as_table=as_table)
+            return 200, self._watches.stream(
+                served, route.namespace, route.name, dict(request.params), as_table=as_table
+            )
         if method == "GET":
             return 200, self._read(request, served, route)
         if method == "POST" and route.name is None:
-            obj, events = self._store.create(served, route.namespace, request.data, dict(request.params))
+            obj, events = self._store.create(
+                served, route.namespace, request.data, dict(request.params)
+            )
             await self._watches.publish(served, events)
             return 201, obj
         if route.name is None:
-            raise KubernetesError(status=405, reason="MethodNotAllowed", message=f"{method} on a collection")
+            raise KubernetesError(
+                status=405, reason="MethodNotAllowed", message=f"{method} on a collection"
+            )
         return 200, await self._write(request, served, route, method)
 
-    async def _write(self, request: Request, served: Served, route: Route, method: str) -> dict[str, Any]:
+    async def _write(
+        self, request: Request, served: Served, route: Route, method: str
+    ) -> dict[str, Any]:
         name, ns, sub = route.name or "", route.namespace, route.subresource
         if method == "PATCH":
             content_type = request.headers.get("Content-Type", "")
-            obj, events = self._store.patch(served, ns, name, request.data, content_type, sub, dict(request.params))
+            obj, events = self._store.patch(
+                served, ns, name, request.data, content_type, sub, dict(request.params)
+            )
         elif method == "PUT":
-            obj, events = self._store.replace(served, ns, name, request.data, sub, dict(request.params))
+            obj, events = self._store.replace(
+                served, ns, name, request.data, sub, dict(request.params)
+            )
         elif method == "DELETE":
             obj, events = self._store.delete(served, ns, name)
         else:
-            raise KubernetesError(status=405, reason="MethodNotAllowed", message=f"{method} is not supported")
+            raise KubernetesError(
+                status=405, reason="MethodNotAllowed", message=f"{method} is not supported"
+            )
         await self._watches.publish(served, events)
         return obj
 
@@ -281,13 +333,22 @@ class CairnEmulator(KubernetesEmulator):
         accept = request.headers.get("Accept")
         if route.name is not None:
             obj = self._store.get(served, route.namespace, route.name)
-            return table.to_table([obj], self._columns(served), {}) if table.wants_table(accept) else obj
+            return (
+                table.to_table([obj], self._columns(served), {})
+                if table.wants_table(accept)
+                else obj
+            )
         keep = selectors.request_filter(dict(request.params))
         items = self._store.select(served, route.namespace, keep)
         meta = {"resourceVersion": str(self._store.resource_version)}
         if table.wants_table(accept):
             return table.to_table(items, self._columns(served), meta)
-        return {"apiVersion": served.api_version, "kind": f"{served.kind}List", "metadata": meta, "items": items}
+        return {
+            "apiVersion": served.api_version,
+            "kind": f"{served.kind}List",
+            "metadata": meta,
+            "items": items,
+        }
 
     @staticmethod
     def _columns(served: Served) -> tuple[dict[str, Any], ...]:
@@ -300,8 +361,12 @@ class CairnEmulator(KubernetesEmulator):
         if path == "/openapi/v3":
             return registry.openapi_v3_root(list(self._served.values()))
         if path.startswith("/openapi/v3/"):
-            gv = parse_route(path[len("/openapi/v3"):])
-            same = [s for s in self._served.values() if gv and (s.group, s.version) == (gv.group, gv.version)]
+            gv = parse_route(path[len("/openapi/v3") :])
+            same = [
+                s
+                for s in self._served.values()
+                if gv and (s.group, s.version) == (gv.group, gv.version)
+            ]
             if not same:
                 raise KubernetesError(status=404, reason="NotFound", message=f"{path} not found")
             return registry.openapi_v3_group(same)
@@ -311,25 +376,35 @@ class CairnEmulator(KubernetesEmulator):
             return await self._serve_apis(request)
         if path == "/":
             return await self._serve_root(request)
-        raise KubernetesError(status=404, reason="NotFound", message=f"the server could not find {path}")
+        raise KubernetesError(
+            status=404, reason="NotFound", message=f"the server could not find {path}"
+        )
 
     def _served_for(self, group: str, version: str | None, plural: str) -> Served:
         served = self._served.get(resource(group=group, version=version, plural=plural))
         if served is None:
-            raise KubernetesError(status=404, reason="NotFound",
-                                  message=f"the server could not find the requested resource ({plural})")
+            raise KubernetesError(
+                status=404,
+                reason="NotFound",
+                message=f"the server could not find the requested resource ({plural})",
+            )
         return served
 
     # --- CRDs ----------------------------------------------------------------------------------
 
-    def _before_store(self, served: Served, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+    def _before_store(
+        self, served: Served, old: dict[str, Any] | None, new: dict[str, Any]
+    ) -> None:
         if served.plural != "customresourcedefinitions":
             return
         if new:
-            new["status"] = dict(new.get("status") or {}, conditions=[
-                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},
-                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
-            ])
+            new["status"] = dict(
+                new.get("status") or {},
+                conditions=[
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted"},
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts"},
+                ],
+            )
             for version in crd_versions(new):
                 self.serve(registry.from_crd(version))
         elif old:

@@ -60,26 +60,73 @@ class Served:
 
 
 CORE: tuple[Served, ...] = (
-    Served(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False,
-           short_names=("ns",), status_subresource=True),
-    Served(group="", version="v1", plural="pods", kind="Pod", namespaced=True,
-           short_names=("po",), status_subresource=True),
-    Served(group="", version="v1", plural="events", kind="Event", namespaced=True,
-           short_names=("ev",)),
-    Served(group="", version="v1", plural="configmaps", kind="ConfigMap", namespaced=True,
-           short_names=("cm",)),
+    Served(
+        group="",
+        version="v1",
+        plural="namespaces",
+        kind="Namespace",
+        namespaced=False,
+        short_names=("ns",),
+        status_subresource=True,
+    ),
+    Served(
+        group="",
+        version="v1",
+        plural="pods",
+        kind="Pod",
+        namespaced=True,
+        short_names=("po",),
+        status_subresource=True,
+    ),
+    Served(
+        group="", version="v1", plural="events", kind="Event", namespaced=True, short_names=("ev",)
+    ),
+    Served(
+        group="",
+        version="v1",
+        plural="configmaps",
+        kind="ConfigMap",
+        namespaced=True,
+        short_names=("cm",),
+    ),
     Served(group="", version="v1", plural="secrets", kind="Secret", namespaced=True),
-    Served(group="", version="v1", plural="persistentvolumeclaims", kind="PersistentVolumeClaim",
-           namespaced=True, short_names=("pvc",), status_subresource=True),
-    Served(group="", version="v1", plural="serviceaccounts", kind="ServiceAccount",
-           namespaced=True, short_names=("sa",)),
-    Served(group="batch", version="v1", plural="jobs", kind="Job", namespaced=True,
-           status_subresource=True),
-    Served(group="coordination.k8s.io", version="v1", plural="leases", kind="Lease",
-           namespaced=True),
-    Served(group="apiextensions.k8s.io", version="v1", plural="customresourcedefinitions",
-           kind="CustomResourceDefinition", namespaced=False, short_names=("crd", "crds"),
-           status_subresource=True),
+    Served(
+        group="",
+        version="v1",
+        plural="persistentvolumeclaims",
+        kind="PersistentVolumeClaim",
+        namespaced=True,
+        short_names=("pvc",),
+        status_subresource=True,
+    ),
+    Served(
+        group="",
+        version="v1",
+        plural="serviceaccounts",
+        kind="ServiceAccount",
+        namespaced=True,
+        short_names=("sa",),
+    ),
+    Served(
+        group="batch",
+        version="v1",
+        plural="jobs",
+        kind="Job",
+        namespaced=True,
+        status_subresource=True,
+    ),
+    Served(
+        group="coordination.k8s.io", version="v1", plural="leases", kind="Lease", namespaced=True
+    ),
+    Served(
+        group="apiextensions.k8s.io",
+        version="v1",
+        plural="customresourcedefinitions",
+        kind="CustomResourceDefinition",
+        namespaced=False,
+        short_names=("crd", "crds"),
+        status_subresource=True,
+    ),
 )
 
 
@@ -102,16 +149,27 @@ def api_resource_list(group: str, version: str, served: list[Served]) -> dict[st
     status subresource (which, as on the server, has no short names, so kubectl does not warn)."""
     resources: list[dict[str, Any]] = []
     for item in sorted(served, key=lambda s: s.plural):
-        resources.append({
-            "name": item.plural, "singularName": item.kind.lower(), "namespaced": item.namespaced,
-            "kind": item.kind, "verbs": list(_VERBS), "shortNames": list(item.short_names),
-            "categories": list(item.crd.categories if item.crd else ()),
-        })
+        resources.append(
+            {
+                "name": item.plural,
+                "singularName": item.kind.lower(),
+                "namespaced": item.namespaced,
+                "kind": item.kind,
+                "verbs": list(_VERBS),
+                "shortNames": list(item.short_names),
+                "categories": list(item.crd.categories if item.crd else ()),
+            }
+        )
         if item.status_subresource:
-            resources.append({
-                "name": f"{item.plural}/status", "singularName": "", "namespaced": item.namespaced,
-                "kind": item.kind, "verbs": ["get", "patch", "update"],
-            })
+            resources.append(
+                {
+                    "name": f"{item.plural}/status",
+                    "singularName": "",
+                    "namespaced": item.namespaced,
+                    "kind": item.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -138,17 +196,24 @@ def openapi_v3_group(served: list[Served]) -> dict[str, Any]:
     for item in served:
         name = f"{item.group or 'core'}.{item.version}.{item.kind}"
         gvk = [{"group": item.group, "version": item.version, "kind": item.kind}]
-        body = dict(item.crd.schema) if item.crd else {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        body = (
+            dict(item.crd.schema)
+            if item.crd
+            else {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        )
         schemas[name] = {**body, "x-kubernetes-group-version-kind": gvk}
         prefix = f"/apis/{item.group}/{item.version}" if item.group else f"/api/{item.version}"
         ns = "/namespaces/{namespace}" if item.namespaced else ""
         operation = {
-            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+            "parameters": [
+                {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}
+            ],
             "x-kubernetes-group-version-kind": gvk[0],
             "responses": {"200": {"description": "OK"}},
         }
         paths[f"{prefix}{ns}/{item.plural}/{{name}}"] = {
-            verb: {**operation, "x-kubernetes-action": verb} for verb in ("get", "put", "patch", "delete")
+            verb: {**operation, "x-kubernetes-action": verb}
+            for verb in ("get", "put", "patch", "delete")
         }
         paths[f"{prefix}{ns}/{item.plural}"] = {
             "post": {**operation, "x-kubernetes-action": "post"},

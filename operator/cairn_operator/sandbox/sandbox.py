@@ -58,10 +58,20 @@ def kubeconfig_text(url: str, *, namespace: str = "default") -> str:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "cairn-sandbox", "cluster": {"server": url, "insecure-skip-tls-verify": True}}],
+        "clusters": [
+            {"name": "cairn-sandbox", "cluster": {"server": url, "insecure-skip-tls-verify": True}}
+        ],
         "users": [{"name": "cairn-sandbox", "user": {}}],
-        "contexts": [{"name": "cairn-sandbox",
-                      "context": {"cluster": "cairn-sandbox", "user": "cairn-sandbox", "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": "cairn-sandbox",
+                "context": {
+                    "cluster": "cairn-sandbox",
+                    "user": "cairn-sandbox",
+                    "namespace": namespace,
+                },
+            }
+        ],
         "current-context": "cairn-sandbox",
         "preferences": {},
     }
@@ -103,8 +113,12 @@ class Sandbox:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def start(self) -> None:
@@ -118,7 +132,9 @@ class Sandbox:
             raise RuntimeError(f"the sandbox API server did not start: {self._failure!r}")
         for namespace in self._namespaces:
             if namespace != "default":
-                self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+                self.create(
+                    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+                )
         self._tmpdir = tempfile.TemporaryDirectory(prefix="cairn-sandbox-")
         self.write_kubeconfig(Path(self._tmpdir.name) / "kubeconfig")
         logger.info("Kubernetes sandbox serving at %s", self.url)
@@ -196,29 +212,49 @@ class Sandbox:
                 return served
         raise SandboxApiError(404, "NotFound", f"the server doesn't have a resource type {name!r}")
 
-    def path(self, kind: str, name: str | None = None, namespace: str | None = "default",
-             subresource: str | None = None) -> str:
+    def path(
+        self,
+        kind: str,
+        name: str | None = None,
+        namespace: str | None = "default",
+        subresource: str | None = None,
+    ) -> str:
         """The API path of a resource, a collection in a namespace, or an object."""
         served = self.resolve(kind)
-        base = f"/apis/{served.group}/{served.version}" if served.group else f"/api/{served.version}"
+        base = (
+            f"/apis/{served.group}/{served.version}" if served.group else f"/api/{served.version}"
+        )
         if served.namespaced and namespace is not None:
             base += f"/namespaces/{namespace}"
         parts = [base, served.plural, name, subresource]
         return "/".join(p for p in parts if p)
 
-    def request(self, method: str, path: str, body: Any = None, *,
-                content_type: str = "application/json", params: dict[str, str] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+    ) -> Any:
         """One HTTP request to the API server; the decoded JSON answer, or SandboxApiError."""
         url = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": content_type, "Accept": "application/json"})
+        req = urllib.request.Request(
+            url,
+            data=data,
+            method=method,
+            headers={"Content-Type": content_type, "Accept": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             payload = _json_or_text(exc.read())
-            message = payload.get("message", str(payload)) if isinstance(payload, dict) else str(payload)
+            message = (
+                payload.get("message", str(payload)) if isinstance(payload, dict) else str(payload)
+            )
             reason = payload.get("reason", exc.reason) if isinstance(payload, dict) else exc.reason
             raise SandboxApiError(exc.code, str(reason), str(message)) from None
 
@@ -236,18 +272,32 @@ class Sandbox:
         result: dict[str, Any] = self.request("GET", self.path(kind, name, namespace))
         return result
 
-    def list(self, kind: str, namespace: str | None = None, *, label_selector: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self, kind: str, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         """The items of a list (all namespaces when ``namespace`` is None)."""
         params = {"labelSelector": label_selector} if label_selector else None
         answer = self.request("GET", self.path(kind, namespace=namespace), params=params)
         items: list[dict[str, Any]] = answer["items"]
         return items
 
-    def patch(self, kind: str, name: str, patch: Any, namespace: str | None = "default", *,
-              subresource: str | None = None, patch_type: str = "merge") -> dict[str, Any]:
+    def patch(
+        self,
+        kind: str,
+        name: str,
+        patch: Any,
+        namespace: str | None = "default",
+        *,
+        subresource: str | None = None,
+        patch_type: str = "merge",
+    ) -> dict[str, Any]:
         """PATCH an object (``patch_type``: merge, json or strategic)."""
-        result: dict[str, Any] = self.request("PATCH", self.path(kind, name, namespace, subresource), patch,
-                                              content_type=_PATCH_TYPES[patch_type])
+        result: dict[str, Any] = self.request(
+            "PATCH",
+            self.path(kind, name, namespace, subresource),
+            patch,
+            content_type=_PATCH_TYPES[patch_type],
+        )
         return result
 
     def replace(self, obj: dict[str, Any], *, subresource: str | None = None) -> dict[str, Any]:

@@ -156,7 +156,9 @@ def _ratcheted(value: Any, old: Any, schema: Schema, prefix: str) -> list[str]:
     if not (isinstance(value, dict) and isinstance(old, dict) and schema.get("properties")):
         return _errors_at(value, schema, prefix)
     dot = f"{prefix}." if prefix else ""
-    errors = [f"{dot}{key}: Required value" for key in schema.get("required") or () if key not in value]
+    errors = [
+        f"{dot}{key}: Required value" for key in schema.get("required") or () if key not in value
+    ]
     for key, sub in schema["properties"].items():
         if key in value and value[key] != old.get(key):
             errors += _ratcheted(value[key], old.get(key), sub, f"{dot}{key}")
@@ -164,7 +166,9 @@ def _ratcheted(value: Any, old: Any, schema: Schema, prefix: str) -> list[str]:
 
 
 def _errors_at(value: Any, schema: Schema, prefix: str) -> list[str]:
-    errors = sorted(_validator(schema).iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(
+        _validator(schema).iter_errors(value), key=lambda e: list(map(str, e.absolute_path))
+    )
     return [_format_schema_error(error, prefix) for error in errors]
 
 
@@ -187,7 +191,9 @@ def _missing_name(error: jsonschema.ValidationError) -> str:
     return message.split("'")[1] if "'" in message else message
 
 
-def validate_object(obj: dict[str, Any], version: CrdVersion, old: dict[str, Any] | None) -> list[str]:
+def validate_object(
+    obj: dict[str, Any], version: CrdVersion, old: dict[str, Any] | None
+) -> list[str]:
     """Schema then CEL errors of an already normalized object (see ``structural.normalize``)."""
     errors = schema_errors(obj, version.schema, old)
     if errors:
@@ -205,7 +211,9 @@ def prune_checkpoint(obj: dict[str, Any]) -> dict[str, Any]:
     """The Checkpoint as the API server would store it: non-nullable nulls dropped and unknown
     fields pruned (no defaults applied, so ``prune_checkpoint(x) == x`` means nothing is lost)."""
     schema = checkpoint_version().schema
-    result: dict[str, Any] = structural.prune(structural.drop_nulls(copy.deepcopy(obj), schema), schema)
+    result: dict[str, Any] = structural.prune(
+        structural.drop_nulls(copy.deepcopy(obj), schema), schema
+    )
     return result
 
 

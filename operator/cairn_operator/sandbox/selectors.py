@@ -35,7 +35,11 @@ def _split_terms(selector: str) -> list[str]:
 def _label_term(term: str) -> Callable[[dict[str, str]], bool]:
     match = _SET_TERM.match(term)
     if match:
-        key, op, values = match.group(1), match.group(2), {v.strip() for v in match.group(3).split(",")}
+        key, op, values = (
+            match.group(1),
+            match.group(2),
+            {v.strip() for v in match.group(3).split(",")},
+        )
         if op == "in":
             return lambda labels: labels.get(key) in values
         return lambda labels: labels.get(key) not in values
@@ -49,7 +53,9 @@ def _label_term(term: str) -> Callable[[dict[str, str]], bool]:
         key = term[1:].strip()
         return lambda labels: key not in labels
     if not term or " " in term:
-        raise KubernetesError(status=400, reason="BadRequest", message=f"unable to parse requirement: {term!r}")
+        raise KubernetesError(
+            status=400, reason="BadRequest", message=f"unable to parse requirement: {term!r}"
+        )
     return lambda labels: term in labels
 
 
@@ -73,7 +79,9 @@ def _field_term(term: str) -> Predicate:
             if op == "!=":
                 return lambda obj: _field_value(obj, path) != value
             return lambda obj: _field_value(obj, path) == value
-    raise KubernetesError(status=400, reason="BadRequest", message=f"invalid field selector: {term!r}")
+    raise KubernetesError(
+        status=400, reason="BadRequest", message=f"invalid field selector: {term!r}"
+    )
 
 
 def field_selector(selector: str | None) -> Predicate:

@@ -85,7 +85,9 @@ def _definition(column: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def to_table(objs: list[dict[str, Any]], columns: tuple[dict[str, Any], ...], list_meta: dict[str, Any]) -> dict[str, Any]:
+def to_table(
+    objs: list[dict[str, Any]], columns: tuple[dict[str, Any], ...], list_meta: dict[str, Any]
+) -> dict[str, Any]:
     """A ``meta.k8s.io/v1`` Table of objects with a resource's printer columns (Name first;
     Name and Age only when the resource declares none)."""
     chosen = tuple(columns) or (_AGE_COLUMN,)
@@ -97,7 +99,8 @@ def to_table(objs: list[dict[str, Any]], columns: tuple[dict[str, Any], ...], li
         "columnDefinitions": [_NAME_COLUMN] + [_definition(c) for c in chosen],
         "rows": [
             {
-                "cells": [obj.get("metadata", {}).get("name")] + [_cell(obj, c, now) for c in chosen],
+                "cells": [obj.get("metadata", {}).get("name")]
+                + [_cell(obj, c, now) for c in chosen],
                 "object": {
                     "kind": "PartialObjectMetadata",
                     "apiVersion": "meta.k8s.io/v1",

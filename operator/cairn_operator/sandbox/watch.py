@@ -27,10 +27,14 @@ _CLOSE: Event = {"type": "CLOSE", "object": {"metadata": {"resourceVersion": "0"
 class WatchHub:
     """Publishes write events and serves watch streams over them."""
 
-    def __init__(self, store: ObjectStore, buses: dict[resource, Bus[Event]], *, window: int) -> None:
+    def __init__(
+        self, store: ObjectStore, buses: dict[resource, Bus[Event]], *, window: int
+    ) -> None:
         self._store = store
         self._buses = buses
-        self._window: collections.deque[tuple[int, resource, Event]] = collections.deque(maxlen=window)
+        self._window: collections.deque[tuple[int, resource, Event]] = collections.deque(
+            maxlen=window
+        )
 
     async def publish(self, served: Served, events: list[Event]) -> None:
         """Hand the events of one write to current watchers and to the resume window."""
@@ -45,22 +49,33 @@ class WatchHub:
             await bus.put(_CLOSE)
 
     async def stream(
-        self, served: Served, namespace: str | None, name: str | None, params: dict[str, str], *, as_table: bool
+        self,
+        served: Served,
+        namespace: str | None,
+        name: str | None,
+        params: dict[str, str],
+        *,
+        as_table: bool,
     ) -> AsyncIterator[Any]:
         """The watch events of one request, as JSON-able items (first an empty chunk)."""
         keep = selectors.request_filter(params)
 
         def matches(obj: dict[str, Any]) -> bool:
             meta = obj.get("metadata", {})
-            return ((namespace is None or meta.get("namespace") == namespace)
-                    and (name is None or meta.get("name") == name) and keep(obj))
+            return (
+                (namespace is None or meta.get("namespace") == namespace)
+                and (name is None or meta.get("name") == name)
+                and keep(obj)
+            )
 
         bus = self._buses[served.key]
         marker = await bus.mark()
         try:
             # The snapshot and its resourceVersion are taken with no await in between; later
             # events on the bus at or below it are already part of the snapshot.
-            initial, sent_rv = self._initial(served, namespace, params.get("resourceVersion"), matches)
+            initial, sent_rv = self._initial(
+                served, namespace, params.get("resourceVersion"), matches
+            )
             yield b""  # send the headers now, even if nothing happens for a while
             for event in initial:
                 yield _render(served, event, as_table)
@@ -72,7 +87,11 @@ class WatchHub:
             await bus.unmark(marker)
 
     def _initial(
-        self, served: Served, namespace: str | None, since: str | None, matches: Callable[[dict[str, Any]], bool]
+        self,
+        served: Served,
+        namespace: str | None,
+        since: str | None,
+        matches: Callable[[dict[str, Any]], bool],
     ) -> tuple[list[Event], int]:
         current = self._store.resource_version
         if not since or since == "0":
@@ -81,10 +100,21 @@ class WatchHub:
         start = int(since)
         window_full = len(self._window) == self._window.maxlen
         if window_full and self._window and start < self._window[0][0] - 1:
-            gone = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                    "reason": "Expired", "code": 410, "message": f"too old resource version: {start}"}
+            gone = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "reason": "Expired",
+                "code": 410,
+                "message": f"too old resource version: {start}",
+            }
             return [{"type": "ERROR", "object": gone}], current
-        replay = [ev for rv, key, ev in self._window if key == served.key and rv > start and matches(ev["object"])]
+        replay = [
+            ev
+            for rv, key, ev in self._window
+            if key == served.key and rv > start and matches(ev["object"])
+        ]
         return replay, current
 
 

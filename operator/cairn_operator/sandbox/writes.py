@@ -57,7 +57,9 @@ def apply_patch(stored: dict[str, Any], body: Any, content_type: str, *, custom:
     kind = content_type.split(";")[0].strip().lower()
     if kind == JSON_PATCH:
         if not isinstance(body, list):
-            raise KubernetesError(status=400, reason="BadRequest", message="JSON patch must be a list")
+            raise KubernetesError(
+                status=400, reason="BadRequest", message="JSON patch must be a list"
+            )
         try:
             return jsonpatch.apply_patch(copy.deepcopy(stored), body)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
@@ -71,10 +73,14 @@ def apply_patch(stored: dict[str, Any], body: Any, content_type: str, *, custom:
         )
     if kind in (MERGE_PATCH, STRATEGIC_PATCH, "application/json", ""):
         if not isinstance(body, dict):
-            raise KubernetesError(status=400, reason="BadRequest", message="merge patch must be an object")
+            raise KubernetesError(
+                status=400, reason="BadRequest", message="merge patch must be an object"
+            )
         return merge_patch(stored, body)
     raise KubernetesError(
-        status=415, reason="UnsupportedMediaType", message=f"the patch type {kind!r} is not supported"
+        status=415,
+        reason="UnsupportedMediaType",
+        message=f"the patch type {kind!r} is not supported",
     )
 
 
@@ -112,7 +118,12 @@ def isolate_status(
 
 
 def prepare_create(
-    body: dict[str, Any], *, namespace: str | None, name: str, resource_version: int, with_status: bool
+    body: dict[str, Any],
+    *,
+    namespace: str | None,
+    name: str,
+    resource_version: int,
+    with_status: bool,
 ) -> dict[str, Any]:
     """A new object as stored on creation: server-owned metadata set, status dropped for kinds
     with a status subresource (the server ignores it on create)."""
