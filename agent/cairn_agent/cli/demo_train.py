@@ -84,6 +84,9 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         save_interval=args.save_interval,
         most_recent_k=args.keep,
         async_save=False,
+        # Checksum every file of a checkpoint before loading it: a flipped byte inside a
+        # tensor would otherwise load silently (sizes still match, and DCP does not hash).
+        verify_integrity=True,
     )
     return model, optimizer, None, GlobalState(ConfigContainer(checkpoint=checkpoint))
 
