@@ -32,7 +32,6 @@ Shared by the tests and the ``cairn cluster`` sandbox. Additions over ``kmock.Ku
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp.web
@@ -42,6 +41,7 @@ from kmock._internal import dsl, enums, parsing, rendering
 
 from cairn_operator.sandbox import registry, selectors, table
 from cairn_operator.sandbox.registry import Served
+from cairn_operator.sandbox.routes import Route, parse_route
 from cairn_operator.sandbox.schema import DEFAULT_CRD_PATH, crd_versions, load_crd
 from cairn_operator.sandbox.store import ObjectStore
 from cairn_operator.sandbox.watch import WatchHub
@@ -58,38 +58,6 @@ _SERVER_VERSION = {
     "compiler": "gc",
     "platform": "linux/amd64",
 }
-
-
-@dataclass(frozen=True)
-class Route:
-    """A parsed Kubernetes API path."""
-
-    group: str
-    version: str | None
-    namespace: str | None
-    plural: str | None
-    name: str | None
-    subresource: str | None
-
-
-def parse_route(path: str) -> Route | None:
-    """Parse ``/api/v1/...`` and ``/apis/<group>/<version>/...``; None for other paths."""
-    parts = [p for p in path.split("/") if p]
-    if parts[:1] == ["api"] and len(parts) >= 2:
-        group, rest = "", parts[1:]
-    elif parts[:1] == ["apis"] and len(parts) >= 2:
-        group, rest = parts[1], parts[2:]
-    else:
-        return None
-    version, rest = (rest[0], rest[1:]) if rest else (None, [])
-    namespace = None
-    # /namespaces/<ns>/<plural>/... is namespaced; /namespaces[/<name>[/status]] is the resource.
-    if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
-        namespace, rest = rest[1], rest[2:]
-    rest += [None] * (3 - len(rest))  # type: ignore[list-item]
-    return Route(
-        group, version, namespace, rest[0], rest[1], "/".join(p for p in rest[2:] if p) or None
-    )
 
 
 def _sees(view: Any, request: Request) -> bool:
