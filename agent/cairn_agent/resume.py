@@ -123,6 +123,17 @@ def _resolve_with_cluster_pin(
     return resolve(load_dir, state.cfg.checkpoint, None), None
 
 
+def _log_resumed(state: GlobalState, candidate: LoadCandidate) -> None:
+    logger.info(
+        "rank %d: resumed from %s (iteration %d, %s); training continues at step %d",
+        dist.get_rank(),
+        candidate.path,
+        candidate.iteration,
+        candidate.source,
+        state.train_state.step,
+    )
+
+
 def load(
     state: GlobalState,
     load_dir: str | Path,
@@ -140,7 +151,7 @@ def load(
         candidates, pinned = _resolve_with_cluster_pin(state, Path(load_dir))
     else:
         candidates = resolve(Path(load_dir), state.cfg.checkpoint, pinned)
-    loaded = None
+    loaded: Loaded | None = None
     if pinned is None:
         loaded = _local_first(
             state,
@@ -161,14 +172,7 @@ def load(
     state.resumed_iteration = None if state.cfg.checkpoint.finetune else candidate.iteration
     reporting.resumed(state, candidate)
     dist.barrier()
-    logger.info(
-        "rank %d: resumed from %s (iteration %d, %s); training continues at step %d",
-        dist.get_rank(),
-        candidate.path,
-        candidate.iteration,
-        candidate.source,
-        state.train_state.step,
-    )
+    _log_resumed(state, candidate)
     version = float(loaded.state_dict.get("checkpoint_version", 0))
     return (
         state.train_state.step,
