@@ -23,28 +23,16 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from megatron.core.dist_checkpointing.dict_utils import extract_matching_values
-from megatron.core.dist_checkpointing.state_dict_utils import save_preprocess
-from megatron.core.dist_checkpointing.strategies.torch import (
-    MCoreSavePlanner,
-    _replace_state_dict_keys_with_sharded_keys,
-    mcore_to_pyt_state_dict,
-)
-from megatron.core.dist_checkpointing.utils import _clean_metadata_for_serialization
-from megatron.core.dist_checkpointing.validation import (
-    determine_global_metadata,
-    validate_sharding_integrity,
-)
+from megatron.core.dist_checkpointing.strategies.torch import MCoreSavePlanner
 from torch.distributed.checkpoint.filesystem import _StoragePrefix
 from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import SavePlan, WriteItemType
 
 from cairn_agent.async_save.slots import SlotKey, slot_key
 from cairn_agent.engine import dist as cdist
+from cairn_agent.engine.sharded import split_for_dcp, validate_sharding
 
 log = logging.getLogger(__name__)
-
-_CONTENT_METADATA = "content_metadata"
 
 
 @dataclass
@@ -108,7 +96,7 @@ class SavePlanCache:
         # (it does so on every save), then gather the local plans to the coordinator. Each
         # phase ends in an agreement, so a rank that fails never strands the others.
         if self._group is None or self._group == dist.group.WORLD:
-            cdist.run_agreed("validating the sharding", lambda: _validate(sharded, common))
+            cdist.run_agreed("validating the sharding", lambda: validate_sharding(sharded, common))
         all_plans = cdist.gather_object(local_plan, 0, self._group)
         metadata = cdist.run_agreed(
             "planning the save", lambda: _global_metadata(all_plans, planner), self._group
@@ -118,10 +106,6 @@ class SavePlanCache:
         self.replans += 1
         log.info("rank %d: async save plan (re)built", cdist.get_rank(self._group))
         return final_plan, metadata
-
-
-def _validate(sharded: Any, common: Any) -> None:
-    validate_sharding_integrity(determine_global_metadata(sharded)[1], common_state_dict=common)
 
 
 def _global_metadata(
@@ -149,16 +133,10 @@ class _Local:
 
 def _prepare_local(sharded_state_dict: dict[str, Any], rank: int) -> _Local:
     """Split, translate and plan this rank's part (megatron-core's torch_dist mapping)."""
-    # A structural copy: factories are applied in place and the caller keeps its dict.
-    copied, _ = extract_matching_values(sharded_state_dict, lambda _: True)
-    sharded, common = save_preprocess(copied, validate_access_integrity=False)
-    if _CONTENT_METADATA in common:
-        # megatron-core strips runtime-only entries (process groups) before pickling.
-        common[_CONTENT_METADATA] = _clean_metadata_for_serialization(common[_CONTENT_METADATA])
-    flat, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, True)
+    sharded, common, dcp_state_dict = split_for_dcp(sharded_state_dict)
     # Replicas were already dropped (main replica only), so DCP must not dedup again.
     planner = MCoreSavePlanner(dedup_replicated_tensors=False, flatten_state_dict=False)
-    planner.set_up_planner(mcore_to_pyt_state_dict(flat, False), is_coordinator=rank == 0)
+    planner.set_up_planner(dcp_state_dict, is_coordinator=rank == 0)
     return _Local(sharded, common, planner, _with_prefix(planner.create_local_plan(), rank))
 
 

@@ -110,8 +110,15 @@ def write_sharded(
     return result
 
 
-def _prepare(sharded_state_dict: dict[str, Any], coordinator: bool) -> _Prepared:
-    """Apply factories, drop non-persistent objects, split off the common part, translate."""
+def split_for_dcp(
+    sharded_state_dict: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(sharded, common, dcp_state_dict)`` of a megatron-core sharded state dict.
+
+    Applies factories, drops non-persistent objects, splits off the common part (what
+    ``common.pt`` holds) and translates the main replicas into a flat DCP state dict keyed by
+    sharded key. Shared by the sync engine and the async planner.
+    """
     # A structural copy: factories are applied in place and the caller keeps its dict.
     copied, _ = extract_matching_values(sharded_state_dict, lambda _: True)
     sharded, common = save_preprocess(copied, validate_access_integrity=False)
@@ -119,7 +126,17 @@ def _prepare(sharded_state_dict: dict[str, Any], coordinator: bool) -> _Prepared
         # megatron-core strips runtime-only entries (process groups) before pickling.
         common[_CONTENT_METADATA] = _clean_metadata_for_serialization(common[_CONTENT_METADATA])
     flat, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, keep_only_main_replica=True)
-    dcp_state_dict = mcore_to_pyt_state_dict(flat, is_loading=False)
+    return sharded, common, mcore_to_pyt_state_dict(flat, is_loading=False)
+
+
+def validate_sharding(sharded: dict[str, Any], common: dict[str, Any]) -> None:
+    """megatron-core's check that every shard has exactly one main replica (collective)."""
+    _, global_metadata = determine_global_metadata(sharded)
+    validate_sharding_integrity(global_metadata, common_state_dict=common)
+
+
+def _prepare(sharded_state_dict: dict[str, Any], coordinator: bool) -> _Prepared:
+    sharded, common, dcp_state_dict = split_for_dcp(sharded_state_dict)
     return _Prepared(sharded, common, dcp_state_dict, _serialise(common) if coordinator else None)
 
 
@@ -130,8 +147,7 @@ def _serialise(obj: Any) -> bytes:
 
 
 def _validate(prepared: _Prepared) -> None:
-    _, global_metadata = determine_global_metadata(prepared.sharded)
-    validate_sharding_integrity(global_metadata, common_state_dict=prepared.common)
+    validate_sharding(prepared.sharded, prepared.common)
 
 
 def _write_dcp(
