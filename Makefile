@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast soak bench lint typecheck clean
+.PHONY: venv demo test test-fast soak bench gpu-check lint typecheck clean
 
 venv: $(STAMP)
 
@@ -29,8 +29,14 @@ soak: venv
 bench: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m bench.run_all
 
+# The GPU verification kit (gpu/README.md). No venv prerequisite: on the GPU machine there is
+# no network, and the script installs the carried wheels into that machine's python3 itself;
+# without CUDA it runs the CPU meaning of each check in $(VENV).
+gpu-check:
+	bash gpu/run.sh
+
 lint: venv
-	$(BIN)/ruff check agent operator tests bench
+	$(BIN)/ruff check agent operator tests bench gpu
 
 typecheck: venv
 	$(BIN)/mypy

@@ -1,7 +1,7 @@
-"""The peers and baselines of the save benchmark, each as seen by one of 2 gloo ranks.
+"""The peers and baselines of the save benchmarks, each as seen by one of the gloo ranks.
 
-Every function takes ``(rank, state, workdir)`` (``state``: this rank's random fp32 tensors,
-keys unique per rank) and returns this rank's timings in seconds. The driver takes the
+Every function takes ``(rank, state, workdir, **options)`` (``state``: this rank's random fp32
+tensors, keys unique per rank) and returns this rank's timings in seconds. The driver takes the
 slowest rank per rep (a save is done when its last rank is). Timed regions start after a
 barrier so both ranks start together.
 """
@@ -18,8 +18,9 @@ import torch.distributed as dist
 
 from bench._ranks import evict, files_under, probe_rate, proc_status_kib
 
-CAIRN_THREADS = 2
+CAIRN_THREADS = 2  # writer threads (files) per rank: chosen from bench/results/writer_knobs.json
 ASYNC_SAVES = 4  # first save, two steady-state saves, one with the compute probe
+WRITEBACK_BYTES = 64 << 20
 
 
 def preload() -> None:
@@ -38,24 +39,41 @@ def _timed(fn: Any) -> tuple[float, Any]:
 
 
 def baselines(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:
-    """memcpy into pre-faulted buffers, fsync'ed sequential write, cold sequential read."""
+    """memcpy into pre-faulted buffers, fsync'ed sequential write (plain, and with writeback
+    started as it goes: what the disk gives a careful writer), cold sequential read."""
     dst = {k: torch.empty_like(v) for k, v in state.items()}
     for k, v in state.items():  # first touch, untimed: the floor is a pre-faulted copy
         dst[k].copy_(v)
     memcpy_s, _ = _timed(lambda: [dst[k].copy_(v) for k, v in state.items()])
     path = workdir / f"raw_{rank}.bin"
     write_s, _ = _timed(lambda: _write_fsync(path, state))
+    path.unlink()
+    write_stream_s, _ = _timed(lambda: _write_fsync(path, state, stream=True))
     evict([path])
     buf = bytearray(path.stat().st_size)
     read_s, _ = _timed(lambda: _read_into(path, buf))
     idle_rate = probe_rate(lambda: False, min_s=1.0)
     path.unlink()
-    return {"memcpy_s": memcpy_s, "write_s": write_s, "read_s": read_s, "idle_rate": idle_rate}
+    return {
+        "memcpy_s": memcpy_s,
+        "write_s": write_s,
+        "write_stream_s": write_stream_s,
+        "read_s": read_s,
+        "idle_rate": idle_rate,
+    }
 
 
-def _write_fsync(path: Path, state: dict[str, torch.Tensor]) -> None:
+def _write_fsync(path: Path, state: dict[str, torch.Tensor], stream: bool = False) -> None:
+    from cairn_agent.storage.durable import start_writeback
+
     with open(path, "wb") as handle:
-        handle.writelines(memoryview(tensor.numpy()).cast("B") for tensor in state.values())
+        done = 0
+        for tensor in state.values():
+            handle.write(memoryview(tensor.numpy()).cast("B"))
+            if stream and handle.tell() - done >= WRITEBACK_BYTES:
+                handle.flush()
+                start_writeback(handle.fileno(), done, handle.tell() - done)
+                done = handle.tell()
         handle.flush()
         os.fsync(handle.fileno())
 
@@ -122,13 +140,15 @@ def _sharded(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     return {k: ShardedTensor.from_rank_offsets(k, v) for k, v in state.items()}
 
 
-def cairn_sync(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:
+def cairn_sync(
+    rank: int, state: dict[str, torch.Tensor], workdir: Path, threads: int = CAIRN_THREADS
+) -> dict[str, Any]:
     from cairn_agent.engine.load import load_checkpoint_dir
     from cairn_agent.engine.save import SaveTarget, save_sync
 
     target = SaveTarget(root=workdir / "cairn_sync", iteration=1)
     sharded = _sharded(state)
-    e2e, final = _timed(lambda: save_sync(sharded, target, thread_count=CAIRN_THREADS))
+    e2e, final = _timed(lambda: save_sync(sharded, target, thread_count=threads))
     hwm = proc_status_kib("VmHWM")
     if rank == 0:
         evict(files_under(final))
@@ -137,25 +157,37 @@ def cairn_sync(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict
     return {"blocking_s": e2e, "e2e_s": e2e, "load_cold_s": load_s, "hwm_kib": hwm}
 
 
-def cairn_async(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:
+def cairn_async(
+    rank: int,
+    state: dict[str, torch.Tensor],
+    workdir: Path,
+    threads: int = CAIRN_THREADS,
+    saves: int = ASYNC_SAVES,
+    **writer: Any,
+) -> dict[str, Any]:
+    """``saves`` async saves through one worker, started and ready before the first save (as
+    the facade's first load starts it); ``writer``: ``WriterSettings`` fields."""
     from cairn_agent.async_save import AsyncRequest, AsyncSaveQueue
+    from cairn_agent.async_save.settings import WriterSettings
     from cairn_agent.engine.save import SaveTarget
 
     root = workdir / "cairn_async"
-    queue = AsyncSaveQueue(worker_nice=int(os.environ.get("CAIRN_BENCH_WORKER_NICE", "10")))
-    queue.start_worker()
+    if isinstance(writer.get("cpu_affinity"), list):
+        writer["cpu_affinity"] = tuple(writer["cpu_affinity"])
+    queue = AsyncSaveQueue(writer=WriterSettings(**writer))
+    queue.start_worker(wait=True)
     blocking, e2e, ratio = [], [], 0.0
-    for it in range(1, ASYNC_SAVES + 1):
+    for it in range(1, saves + 1):
         request = AsyncRequest(
             sharded_state_dict=_sharded(state),
             target=SaveTarget(root=root, iteration=it),
-            thread_count=CAIRN_THREADS,
+            thread_count=threads,
         )
         # Idle compute rate right before the probed save, so both rates see the same load.
-        idle = probe_rate(lambda: False, min_s=1.0) if it == ASYNC_SAVES else 0.0
+        idle = probe_rate(lambda: False, min_s=1.0) if it == saves else 0.0
         took, _ = _timed(lambda r=request: queue.schedule(r))
         start = time.perf_counter() - took
-        if it == ASYNC_SAVES:
+        if it == saves:
             ratio = probe_rate(lambda: queue.writes_in_progress() > 0) / idle
         queue.maybe_finalize(blocking=True)
         blocking.append(took)
@@ -163,11 +195,12 @@ def cairn_async(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dic
         _drop_older(root, it, rank)  # untimed: keeps the disk footprint at one checkpoint
     hwm = proc_status_kib("VmHWM")
     queue.close()
+    steady = e2e[1:-1] or e2e[1:]
     return {
         "blocking_first_s": blocking[0],
         "e2e_first_s": e2e[0],
         "blocking_s": sorted(blocking[1:])[len(blocking[1:]) // 2],
-        "e2e_s": sorted(e2e[1:-1])[len(e2e[1:-1]) // 2],
+        "e2e_s": sorted(steady)[len(steady) // 2],
         "compute_ratio": ratio,
         "hwm_kib": hwm,
     }
@@ -180,3 +213,23 @@ def _drop_older(root: Path, iteration: int, rank: int) -> None:
 
     if rank == 0 and iteration > 1:
         shutil.rmtree(layout.iteration_dir(root, iteration - 1), ignore_errors=True)
+
+
+def scaling_point(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:
+    """One point of the scaling curves: baselines, sync save + cold load, async saves."""
+    out = baselines(rank, state, workdir)
+    out.update(cairn_sync(rank, state, workdir))
+    _clear(workdir, rank)
+    asynchronous = cairn_async(rank, state, workdir, saves=3)
+    out.update({f"async_{k}": v for k, v in asynchronous.items() if k != "hwm_kib"})
+    return out
+
+
+def _clear(workdir: Path, rank: int) -> None:
+    import shutil
+
+    dist.barrier()
+    if rank == 0:
+        for entry in workdir.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    dist.barrier()

@@ -1,8 +1,8 @@
-"""Run one benchmark method on 2 fresh gloo ranks and report per-rank metrics.
+"""Run one benchmark method on fresh gloo ranks (2 unless ``cfg["world"]``), per-rank metrics.
 
 Invoked as ``python -m bench._ranks <method> <json config>`` by the driver, so every method
 starts from fresh processes (first-touch costs and peak RSS are per method). Prints one JSON
-line: ``{"ranks": [metrics of rank 0, metrics of rank 1]}``.
+line: ``{"ranks": [metrics of rank 0, metrics of rank 1, ...]}``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,10 @@ def probe_rate(keep_going: Any, max_s: float = 60.0, min_s: float = 0.0) -> floa
 
 
 def _entry(method: str, rank: int, cfg: dict[str, Any], store: str, queue: Any) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    world = int(cfg.get("world", WORLD))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world)
+    )
     try:
         import torch
         import torch.distributed as dist
@@ -80,13 +83,13 @@ def _entry(method: str, rank: int, cfg: dict[str, Any], store: str, queue: Any) 
         from bench import _methods
 
         torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
         _methods.preload()
         # Peak RSS is reported net of the interpreter and libraries, which every method shares.
         rss_before = proc_status_kib("VmRSS")
         state = make_state(rank, int(cfg["per_rank_bytes"]))
         workdir = Path(cfg["workdir"])
-        metrics = getattr(_methods, method)(rank, state, workdir)
+        metrics = getattr(_methods, method)(rank, state, workdir, **cfg.get("options", {}))
         metrics.setdefault("hwm_kib", proc_status_kib("VmHWM"))
         metrics["rss_before_state_kib"] = rss_before
         dist.barrier()
@@ -99,17 +102,18 @@ def _entry(method: str, rank: int, cfg: dict[str, Any], store: str, queue: Any) 
 def run(method: str, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
+    world = int(cfg.get("world", WORLD))
     with tempfile.TemporaryDirectory(prefix="cairn-bench-store-") as tmp:
         store = os.path.join(tmp, "store")
         procs = [
-            ctx.Process(target=_entry, args=(method, r, cfg, store, queue)) for r in range(WORLD)
+            ctx.Process(target=_entry, args=(method, r, cfg, store, queue)) for r in range(world)
         ]
         for proc in procs:
             proc.start()
-        results = dict(queue.get(timeout=1800) for _ in range(WORLD))
+        results = dict(queue.get(timeout=1800) for _ in range(world))
         for proc in procs:
             proc.join(60)
-    return [results[r] for r in range(WORLD)]
+    return [results[r] for r in range(world)]
 
 
 if __name__ == "__main__":

@@ -279,7 +279,7 @@ def main() -> dict[str, Any]:
         port = _free_port()
         kubeconfig = Path(tmp) / "kubeconfig"
         emulator = _spawn(
-            "from cairn_operator.sandbox import serve_forever\n"
+            "from cairn_operator.testing import serve_forever\n"
             f"serve_forever(port={port}, kubeconfig_path={str(kubeconfig)!r})"
         )
         url = f"http://127.0.0.1:{port}"

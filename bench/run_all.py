@@ -6,9 +6,12 @@ import importlib.util
 
 
 def main() -> None:
-    from bench import save_bench
+    from bench import interval_sim, save_bench, scaling, writer_knobs
 
     save_bench.main()
+    scaling.main()
+    writer_knobs.main()
+    interval_sim.main()
     if importlib.util.find_spec("bench.operator_scale") is None:
         print("bench.operator_scale not present; operator scale benchmark skipped")
         return

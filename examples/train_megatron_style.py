@@ -9,9 +9,14 @@ resumes where the first run stopped::
     python examples/train_megatron_style.py --save /tmp/cairn-example --steps 40   # resumes at 20
     cairn inspect /tmp/cairn-example
 
-Launching: under ``torchrun`` (``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` set) each process is one
-rank; run as a plain script it starts ``--world-size`` CPU ranks itself. Everything runs on CPU
-with the gloo backend.
+Launching: under ``torchrun`` each process is one rank and joins through ``env://``
+(``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``, set by torchrun)::
+
+    torchrun --standalone --nproc-per-node 2 examples/train_megatron_style.py --save /tmp/run
+
+run as a plain script it starts ``--world-size`` CPU ranks itself. Everything runs on CPU with
+the gloo backend. The last line names a fingerprint of the parameters: two runs that reach the
+same step with the same fingerprint trained bit-identically.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from cairn_agent.checkpointing import (
     save_checkpoint,
 )
 from cairn_agent.config import CheckpointConfig, ConfigContainer
-from cairn_agent.state import GlobalState
+from cairn_agent.state.train import GlobalState
 
 BATCH = 8
 
@@ -97,9 +102,8 @@ def train(args: argparse.Namespace) -> None:
         state.train_state.floating_point_operations_so_far = flops
         if step % args.save_interval == 0:
             save_checkpoint(state, [model], optimizer, scheduler, int(flops))
-            log(
-                f"step {step}: loss {loss:.5f}, checkpoint {'scheduled' if args.async_save else 'saved'}"
-            )
+            done = "scheduled" if args.async_save else "saved"
+            log(f"step {step}: loss {loss:.5f}, checkpoint {done}")
         maybe_finalize_async_save(state, state.cfg.checkpoint)
     # Drain the background saves before exiting, or the last one is lost.
     maybe_finalize_async_save(state, state.cfg.checkpoint, blocking=True, terminate=True)
@@ -133,7 +137,8 @@ def rank_main(rank: int, world_size: int, store: str, args: argparse.Namespace) 
 def main() -> None:
     args = parse_args()
     if "RANK" in os.environ and "MASTER_ADDR" in os.environ:  # launched by torchrun
-        dist.init_process_group("gloo")
+        torch.set_num_threads(1)  # torchrun starts one process per rank: don't oversubscribe
+        dist.init_process_group("gloo", init_method="env://")
         try:
             train(args)
         finally:

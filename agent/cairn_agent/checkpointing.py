@@ -13,10 +13,10 @@ Cairn additions, all optional: ``load_checkpoint(..., train_data_iterator=it)`` 
 dataloader position too; after a load, ``state.skipped_checkpoints`` lists the checkpoints that
 were passed over as unloadable and ``state.dataloader_state_dir`` where the dataloader state is.
 A Megatron-Bridge ``GlobalState``/``ConfigContainer`` works for synchronous saves and loads
-(async saves need :class:`cairn_agent.state.GlobalState`).
+(async saves need :class:`cairn_agent.state.train.GlobalState`).
 
-The work itself lives in :mod:`cairn_agent.save_flow`, :mod:`cairn_agent.load_flow` and
-:mod:`cairn_agent.model_state`; this module keeps the seed's names and the module globals.
+The work itself lives in :mod:`cairn_agent.flows.save`, :mod:`cairn_agent.flows.candidates` and
+:mod:`cairn_agent.state.model`; this module keeps the seed's names and the module globals.
 """
 
 from __future__ import annotations
@@ -26,44 +26,61 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cairn_agent import load_flow, local_flow, reporting, resume, save_flow
-from cairn_agent.base_load import (
+from cairn_agent import boundary, saving
+from cairn_agent.config import CheckpointConfig
+from cairn_agent.engine import dist
+from cairn_agent.engine.collectives import on_coordinator
+from cairn_agent.errors import CheckpointNotFoundError
+from cairn_agent.flows import candidates as load_flow
+from cairn_agent.flows import load as resume
+from cairn_agent.flows.base_load import (
     _load_base_checkpoint,
     _load_global_dist_base_checkpoint,
     _load_model_weights_from_checkpoint,
     _load_non_persistent_base_checkpoint,
 )
-from cairn_agent.ckpt_type import CheckpointType
-from cairn_agent.config import CheckpointConfig
-from cairn_agent.dataloader_state import maybe_load_dataloader_state, maybe_save_dataloader_state
-from cairn_agent.engine import dist
-from cairn_agent.errors import CheckpointNotFoundError
-from cairn_agent.legacy import (
+from cairn_agent.flows.common import CheckpointType
+from cairn_agent.flows.non_persistent import (
+    _get_non_persistent_iteration,
+    cleanup_old_non_persistent_checkpoint,
+    init_checkpointing_context,
+)
+from cairn_agent.manager import (
+    CheckpointLoadContext,
+    CheckpointManager,
+    CheckpointSaveContext,
+    DefaultCheckpointManager,
+    create_checkpoint_manager,
+)
+from cairn_agent.state import compose
+from cairn_agent.state.dataloader import maybe_load_dataloader_state, maybe_save_dataloader_state
+from cairn_agent.state.legacy import (
     _extract_megatron_lm_args_from_state_dict,
     _get_train_state_from_state_dict,
     _transpose_first_dim,
 )
-from cairn_agent.model_state import (
+from cairn_agent.state.model import (
     _generate_model_state_dict,
     _load_model_state_dict,
     as_model_list,
     generate_state_dict,
 )
-from cairn_agent.non_persistent import (
-    _get_non_persistent_iteration,
-    cleanup_old_non_persistent_checkpoint,
-    init_checkpointing_context,
-)
-from cairn_agent.peft import _is_model_section, apply_peft_adapter_filter_to_state_dict
-from cairn_agent.rng import get_rng_state
-from cairn_agent.state import GlobalState, adopt_global_state
+from cairn_agent.state.peft import _is_model_section, apply_peft_adapter_filter_to_state_dict
+from cairn_agent.state.rng import get_rng_state
+from cairn_agent.state.run import SavedObjects, run_of
+from cairn_agent.state.run_config import view
+from cairn_agent.state.train import GlobalState
 from cairn_agent.storage import layout
 from cairn_agent.storage.listing import committed_iterations
 from cairn_agent.storage.tracker import read_tracker
 
 __all__ = [
     "TRACKER_PREFIX",
+    "CheckpointLoadContext",
+    "CheckpointManager",
+    "CheckpointSaveContext",
     "CheckpointType",
+    "DefaultCheckpointManager",
     "_build_sharded_state_dict_metadata",
     "_extract_megatron_lm_args_from_state_dict",
     "_generate_model_state_dict",
@@ -79,6 +96,7 @@ __all__ = [
     "_transpose_first_dim",
     "apply_peft_adapter_filter_to_state_dict",
     "cleanup_old_non_persistent_checkpoint",
+    "create_checkpoint_manager",
     "find_checkpoint_rank_0",
     "generate_state_dict",
     "get_checkpoint_version",
@@ -91,6 +109,7 @@ __all__ = [
     "maybe_save_dataloader_state",
     "read_metadata",
     "save_checkpoint",
+    "save_due",
     "schedule_async_save",
     "set_checkpoint_version",
 ]
@@ -150,15 +169,7 @@ def read_metadata(tracker_filename: str) -> tuple[int, bool]:
 
 def schedule_async_save(global_state: GlobalState, async_request: Any) -> None:
     """Hand ``async_request`` (an ``AsyncRequest``) to the state's async queue."""
-    from cairn_agent.async_save import AsyncSaveQueue  # only async runs need the worker code
-
-    queue = global_state.async_calls_queue
-    if not isinstance(queue, AsyncSaveQueue):
-        raise TypeError(
-            "schedule_async_save needs checkpoint.async_save=True and a cairn_agent.state."
-            "GlobalState (its async queue is Cairn's persistent worker)"
-        )
-    queue.schedule(async_request)
+    saving.async_queue(global_state).schedule(async_request)
 
 
 def maybe_finalize_async_save(
@@ -170,27 +181,29 @@ def maybe_finalize_async_save(
     """Commit finished async saves (all of them when ``blocking``). Collective; call on every rank.
 
     Raises ``AsyncSaveError`` on every rank when a background save failed on any rank.
+
+    For a job that names a Checkpoint this call is also the step boundary at which the ranks
+    agree on the Checkpoint's policy and answer its save requests (``cairn_agent.boundary``).
     """
-    if not ckpt_cfg.async_save:
-        return
-    queue = global_state.async_calls_queue
-    if queue is None:
-        return
-    if blocking and not queue.is_empty():
-        logger.info(
-            "rank %d: waiting for %d unfinished async saves",
-            dist.get_rank(),
-            queue.num_unfinalized(),
-        )
-    queue.maybe_finalize(blocking=blocking)
-    if terminate:
-        global_state.close_async_queue()
-        reporting.worker_heartbeat(global_state, "Stopped", None)
-        return
-    # Called every training step, so it doubles as the async worker's heartbeat to the
-    # cluster (the reporter throttles it): a stalled or dead worker shows as Degraded.
-    worker_state = "Writing" if queue.writes_in_progress() else "Idle"
-    reporting.worker_heartbeat(global_state, worker_state, queue.stats().worker_pid)
+    boundary.at_boundary(global_state)
+    if ckpt_cfg.async_save or getattr(global_state, "_async_calls_queue", None) is not None:
+        saving.finalize(global_state, blocking=blocking, terminate=terminate)
+
+
+def save_due(state: GlobalState) -> boundary.SaveDue:
+    """Cairn addition: is a save due at ``state.train_state.step`` under the effective policy?
+
+    For training loops that keep their own cadence: call it once per step, on every rank
+    (collective), after the step's optimizer update and ``train_state.step`` increment::
+
+        due = checkpointing.save_due(state)
+        if due.persistent or due.non_persistent:
+            save_checkpoint(..., non_persistent_ckpt=not due.persistent)
+
+    It follows the Checkpoint's spec live (``spec.save.interval`` edited mid-run applies from
+    the next step on every rank) and performs the saves the cluster asks for itself.
+    """
+    return boundary.save_due(state)
 
 
 def is_empty_async_queue(global_state: GlobalState) -> bool:
@@ -225,47 +238,38 @@ def save_checkpoint(
     ``preprocess_common_state_dict_fn`` are accepted for compatibility: ranks come from the
     process groups and the common state is written by rank 0 only, so neither is needed.
     """
-    state = adopt_global_state(state)
     ckpt = state.cfg.checkpoint
     if ckpt.async_save and not is_empty_async_queue(state):
         logger.warning(
             "rank %d: scheduling a save while an earlier async save is in flight", dist.get_rank()
         )
-    if non_persistent_ckpt and ckpt.non_persistent_ckpt_type == "local":
-        local_flow.save_local(
-            state,
-            as_model_list(model),
-            optimizer,
-            opt_param_scheduler,
-            float(num_floating_point_operations_so_far),
-            checkpointing_context,
-            train_data_iterator,
-        )
-        return
-    save_flow.save(
+    saving.save(
         state,
-        as_model_list(model),
+        model,
         optimizer,
         opt_param_scheduler,
         float(num_floating_point_operations_so_far),
-        non_persistent_ckpt=non_persistent_ckpt,
+        checkpointing_context=checkpointing_context,
+        non_persistent=non_persistent_ckpt,
         train_data_iterator=train_data_iterator,
-        schedule_async=lambda request: schedule_async_save(state, request),
     )
 
 
 def _has_checkpoint(ckpt: CheckpointConfig, load_dir: str | None) -> bool:
     """Rank 0 decides whether ``load_dir`` holds anything resumable; every rank gets the answer."""
-    found = False
-    if dist.get_rank() == 0 and load_dir is not None:
+
+    def look() -> bool:
+        if load_dir is None or not Path(load_dir).is_dir():
+            return False
         path = Path(load_dir)
         roots = [path, *load_flow.non_persistent_roots(ckpt, path)]
-        found = path.is_dir() and (
+        return (
             load_flow.is_iteration_dir(path)
             or layout.tracker_path(path).exists()
             or any(committed_iterations(root) for root in roots)
         )
-    return bool(dist.broadcast_object(found))
+
+    return bool(on_coordinator(look))
 
 
 def _choose_load_dir(ckpt: CheckpointConfig) -> tuple[str | None, bool]:
@@ -300,8 +304,14 @@ def load_checkpoint(
     With ``train_data_iterator`` (a Cairn addition) its saved position is restored too;
     otherwise ``state.dataloader_state_dir`` says where that state lives. Collective.
     """
-    state = adopt_global_state(state)
     ckpt = state.cfg.checkpoint
+    # The Checkpoint's spec applies before the load (e.g. verification.deep); its save
+    # requests only after it, once there is model state worth saving.
+    boundary.at_boundary(state, act=False)
+    if isinstance(state, GlobalState):
+        # The async writer starts (and imports) while the load runs: no first-save start-up.
+        init_async_checkpoint_worker(state)
+    _remember(state, model, optimizer, opt_param_scheduler, checkpointing_context)
     load_dir, from_pretrained = _choose_load_dir(ckpt)
     if load_dir is None:
         return load_flow.nothing_to_load(ckpt, load_dir)
@@ -317,8 +327,15 @@ def load_checkpoint(
         ignore_ckpt_step=from_pretrained,
     )
     if train_data_iterator is not None and not ckpt.finetune:
-        maybe_load_dataloader_state(train_data_iterator, iteration, state.dataloader_state_dir)
+        maybe_load_dataloader_state(
+            train_data_iterator, iteration, run_of(state).dataloader_state_dir
+        )
     return iteration, flops
+
+
+def _remember(state: GlobalState, model: Any, optimizer: Any, scheduler: Any, context: Any) -> None:
+    """The objects a save the cluster asks for (``spec.saveNow``, a preemption) is made of."""
+    run_of(state).objects = SavedObjects(as_model_list(model), optimizer, scheduler, None, context)
 
 
 def _load_checkpoint_from_path(
@@ -334,7 +351,6 @@ def _load_checkpoint_from_path(
     ignore_ckpt_step: bool = False,
 ) -> tuple[int, float]:
     """Load the checkpoint ``load_dir`` resolves to (or the iteration dir it names). Collective."""
-    state = adopt_global_state(state)
     ckpt = state.cfg.checkpoint
     iteration, flops, version = resume.load(
         state,
@@ -347,16 +363,17 @@ def _load_checkpoint_from_path(
         pinned=None if ignore_ckpt_step else ckpt.ckpt_step,
         checkpointing_context=checkpointing_context,
     )
-    if state.resumed_iteration is not None or ckpt.finetune:
+    run = run_of(state)
+    if run.resumed_iteration is not None or ckpt.finetune:
         set_checkpoint_version(version)
-        state.dataloader_state_dir = _dataloader_load_dir(state, load_dir)
+        run.dataloader_state_dir = _dataloader_load_dir(state, load_dir)
         if checkpointing_context is not None:
-            checkpointing_context["dataloader_state_dir"] = state.dataloader_state_dir
+            checkpointing_context["dataloader_state_dir"] = run.dataloader_state_dir
     return iteration, flops
 
 
 def _dataloader_load_dir(state: GlobalState, load_dir: str) -> str:
-    configured = getattr(getattr(state.cfg, "dataset", None), "dataloader_load", None)
+    configured = view(state.cfg).dataloader_load
     root = Path(load_dir)
     if load_flow.is_iteration_dir(root):
         root = root.parent
@@ -372,12 +389,12 @@ def _build_sharded_state_dict_metadata(
     """
     if isinstance(ckpt_fully_parallel_save, CheckpointConfig):
         cfg = ckpt_fully_parallel_save
-        return save_flow.build_sharded_state_dict_metadata(
+        return compose.build_sharded_state_dict_metadata(
             use_distributed_optimizer,
             cfg.fully_parallel_save,
             fully_reshardable=cfg.dist_ckpt_optim_fully_reshardable,
             mem_efficient=cfg.distrib_optim_fully_reshardable_mem_efficient,
         )
-    return save_flow.build_sharded_state_dict_metadata(
+    return compose.build_sharded_state_dict_metadata(
         use_distributed_optimizer, bool(ckpt_fully_parallel_save)
     )

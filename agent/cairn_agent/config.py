@@ -116,6 +116,13 @@ class CheckpointConfig:
     """Shard files each rank writes per checkpoint (``__<rank>_<i>.distcp``)."""
     verify_integrity: bool = False
     """Check every file's checksum before loading (size checks always run)."""
+    save_on_sigterm: bool = False
+    """Cairn addition: on SIGTERM, save this step and exit (code 143) at the next step boundary.
+    Always on for a job that names a Checkpoint (``CAIRN_CHECKPOINT``); see docs/preemption.md."""
+    custom_manager_class: str | None = None
+    """Fully qualified class (``"package.module.Class"``) that ``create_checkpoint_manager``
+    builds instead of ``DefaultCheckpointManager`` (newer Megatron-Bridge API); in a Bridge
+    config, ``"cairn_agent.bridge.CairnCheckpointManager"`` routes the run through Cairn."""
 
     def __post_init__(self) -> None:
         self.finalize()
@@ -127,6 +134,7 @@ class CheckpointConfig:
         self._check_load()
         self._check_async()
         self._check_non_persistent()
+        self._check_manager_class()
 
     def _check_formats(self) -> None:
         if self.ckpt_format not in SUPPORTED_CKPT_FORMATS:
@@ -202,6 +210,17 @@ class CheckpointConfig:
             )
         if self.replication_factor < 1:
             raise ValueError(f"replication_factor must be >= 1, got {self.replication_factor}")
+
+    def _check_manager_class(self) -> None:
+        name = self.custom_manager_class
+        if name is None:
+            return
+        module, _, cls = name.rpartition(".")
+        if not module or not cls or not all(part.isidentifier() for part in name.split(".")):
+            raise ValueError(
+                f"custom_manager_class={name!r} is not a fully qualified class name; write it "
+                "as 'package.module.ClassName' (e.g. 'cairn_agent.bridge.CairnCheckpointManager')"
+            )
 
 
 @dataclass(kw_only=True)

@@ -5,6 +5,8 @@ Every error maps to a behaviour the caller can rely on:
 - ``CheckpointNotFoundError``: nothing to load where one was required; start fresh or fix the path.
 - ``CheckpointCorruptError``: a file exists but fails a check; it names the file and the check.
   Load falls back to the previous valid checkpoint where the caller allows it.
+- ``CheckpointMismatchError``: the checkpoint is readable but does not fit the model (a tensor's
+  shape or a key differs): the caller's configuration is wrong, so load never falls back past it.
 - ``CommitError``: a save did not become visible; the previous committed checkpoint is untouched.
 - ``StaleGenerationError``: a writer from an older restart generation tried to publish or delete.
 - ``AsyncSaveError``: a background save failed on some rank; raised on every rank at finalize.
@@ -37,6 +39,14 @@ class CheckpointCorruptError(CairnError):
         self.check = check
         super().__init__(f"{self.path}: {check}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Errors are broadcast between ranks (pickled); rebuild from the constructor's arguments.
+        return (type(self), (str(self.path), self.check))
+
+
+class CheckpointMismatchError(CairnError, ValueError):
+    """A readable checkpoint does not fit the model it is loaded into (shape or key mismatch)."""
+
 
 class TrackerCorruptError(CheckpointCorruptError):
     """The tracker file (``latest_checkpointed_iteration.txt``) is empty, truncated or garbage."""
@@ -58,6 +68,9 @@ class StaleGenerationError(CommitError):
             f"{current}); it may not publish or delete checkpoints"
         )
 
+    def __reduce__(self) -> tuple[type, tuple[str, int, int]]:
+        return (type(self), (str(self.root), self.mine, self.current))
+
 
 class AsyncSaveError(CommitError):
     """A background (async) save failed on at least one rank.
@@ -70,3 +83,25 @@ class AsyncSaveError(CommitError):
         self.failures = dict(failures)
         detail = "; ".join(f"rank {r}: {msg}" for r, msg in sorted(self.failures.items()))
         super().__init__(f"async save of iteration {iteration} failed ({detail})")
+
+    def __reduce__(self) -> tuple[type, tuple[int, dict[int, str]]]:
+        return (type(self), (self.iteration, self.failures))
+
+
+class PreemptedExit(SystemExit):
+    """The job was asked to stop (SIGTERM) and Cairn saved (or could not, see the log): exit.
+
+    A ``SystemExit`` with code 143 (128 + SIGTERM), the code of a process ended by SIGTERM, so
+    restart policies treat it as a termination: a Job's ``podFailurePolicy`` can match it
+    (``onExitCodes: {operator: In, values: [143]}``) to not count it against ``backoffLimit``.
+    Scripts may catch it to clean up before exiting.
+    """
+
+    CODE = 143
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.CODE)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from cairn_agent import contract
+from cairn_agent.resource import contract
 from kopf._cogs.clients import api as kopf_api
 from kopf._cogs.clients import errors as kopf_errors
 

@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from cairn_agent import contract
+from cairn_agent.resource import contract
+from cairn_agent.resource.times import parse_time
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from cairn_operator.reconcile.conditions import parse_time
+from cairn_operator import metrics_adaptive
 
 Key = tuple[str, str]
 _LABELS = ("namespace", "name")
@@ -34,6 +35,7 @@ class _Snapshot:
     retained_bytes: int = 0
     restarts: int = 0
     in_flight: int | None = None
+    adaptive: Mapping[str, Any] | None = None
 
 
 class _SnapshotCollector(Collector):
@@ -79,6 +81,7 @@ class _SnapshotCollector(Collector):
             families["bytes"].add_metric(labels, snap.retained_bytes)
             families["restarts"].add_metric(labels, snap.restarts)
         yield from families.values()
+        yield from metrics_adaptive.families((key, snap.adaptive) for key, snap in items)
 
 
 class Metrics:
@@ -156,3 +159,5 @@ def _refresh(snap: _Snapshot, status: Mapping[str, Any]) -> None:
     flight = status.get(contract.SAVE_IN_PROGRESS)
     it = flight.get("iteration") if isinstance(flight, Mapping) else None
     snap.in_flight = it if isinstance(it, int) else None
+    adaptive = status.get(contract.ADAPTIVE_INTERVAL)
+    snap.adaptive = adaptive if isinstance(adaptive, Mapping) else None

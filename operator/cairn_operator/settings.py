@@ -14,7 +14,7 @@ import os
 from typing import Any, cast
 
 import kopf
-from cairn_agent import contract
+from cairn_agent.resource import contract
 
 DEFAULT_GC_IMAGE = "cairn:latest"
 ENV_GC_IMAGE = "CAIRN_GC_IMAGE"

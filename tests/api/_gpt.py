@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 from cairn_agent.config import CheckpointConfig, ConfigContainer
-from cairn_agent.state import GlobalState, TrainState
+from cairn_agent.state.train import GlobalState, TrainState
 from cairn_agent.storage import layout
 
 from tests.api._bodies import pack

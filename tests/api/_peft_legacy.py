@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from cairn_agent import checkpointing
-from cairn_agent.peft import LoRAAdapterFilter
+from cairn_agent.state.peft import LoRAAdapterFilter
 
 from tests.api._bodies import pack
 from tests.api._workload import Job, peek_random

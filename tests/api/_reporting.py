@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from cairn_agent import reporting
+from cairn_agent.cluster import reporting
 
 from tests.api._workload import Job
 

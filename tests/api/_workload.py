@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from cairn_agent.config import CheckpointConfig, ConfigContainer, RngConfig
-from cairn_agent.state import GlobalState
+from cairn_agent.state.train import GlobalState
 
 BATCH = 4
 FLOPS_PER_STEP = 100.0

@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 from cairn_agent.config import CheckpointConfig, ConfigContainer
-from cairn_agent.state import GlobalState, TrainState, generation_from_env
+from cairn_agent.state.run import generation_from_env
+from cairn_agent.state.train import GlobalState, TrainState
 
 BRIDGE_DEFAULTS = {
     "save": None,

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 import torch
-from cairn_agent import optim_state
 from cairn_agent.checkpointing import _load_model_state_dict, generate_state_dict
 from cairn_agent.config import CheckpointConfig
+from cairn_agent.state import optimizer as optim_state
 from megatron.core.dist_checkpointing.mapping import ShardedTensor
 
 

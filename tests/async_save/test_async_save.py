@@ -265,3 +265,89 @@ def test_slow_rank_is_empty_agrees_and_retention_waits_for_the_commit(tmp_path: 
     for view in fast["in_flight_views"] + slow["in_flight_views"]:
         assert view == ([1], 1), view
     assert fast["final"] == ([2], 2) and not fast["iter1_exists"]
+
+
+# --- the worker is up before the first save; writer settings are validated --------------------
+
+
+def _first_save_after_first_load(rank: int, world: int, root_s: str) -> dict[str, Any]:
+    from cairn_agent import checkpointing
+
+    from tests.api._workload import Job
+
+    job = Job(rank, 0, save=root_s, load=root_s, async_save=True, most_recent_k=2)
+    assert job.load() == (0, 0.0)  # nothing to resume: a fresh run's first load
+    queue = job.state.async_calls_queue
+    assert queue is not None
+    after_load = queue.stats()
+    alive_after_load = after_load.worker_pid is not None and _alive(after_load.worker_pid)
+    job.step()
+    job.save()
+    checkpointing.maybe_finalize_async_save(job.state, job.state.cfg.checkpoint, blocking=True)
+    after_save = queue.stats()
+    checkpointing.maybe_finalize_async_save(
+        job.state, job.state.cfg.checkpoint, blocking=True, terminate=True
+    )
+    return {
+        "pid_after_load": after_load.worker_pid,
+        "pid_alive": alive_after_load,
+        "pid_after_save": after_save.worker_pid,
+        "started": (after_load.workers_started, after_save.workers_started),
+        "tracker": _tracker(Path(root_s)),
+    }
+
+
+def test_first_async_save_starts_no_process_the_first_load_started_it(tmp_path: Path) -> None:
+    results = run_ranks(_first_save_after_first_load, WORLD, str(tmp_path / "ckpt"))
+    for rank in results:
+        assert rank["pid_after_load"] is not None and rank["pid_alive"]
+        assert rank["pid_after_save"] == rank["pid_after_load"]
+        assert rank["started"] == (1, 1)
+        assert rank["tracker"] == 1
+    assert results[0]["pid_after_load"] != results[1]["pid_after_load"]
+
+
+def test_writer_settings_reject_bad_values_naming_the_field_and_the_fix() -> None:
+    import pytest
+    from cairn_agent.async_save import AsyncRequest
+    from cairn_agent.async_save.settings import WriterSettings
+    from cairn_agent.engine.save import SaveTarget
+
+    with pytest.raises(ValueError, match=r"WriterSettings.nice=25: use an int in 0..19"):
+        WriterSettings(nice=25)
+    with pytest.raises(ValueError, match=r"WriterSettings.nice=-1"):
+        WriterSettings(nice=-1)
+    with pytest.raises(ValueError, match=r"io_priority='realtime': use one of"):
+        WriterSettings(io_priority="realtime")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"cpu_affinity='spare': use 'auto', 'inherit'"):
+        WriterSettings(cpu_affinity="spare")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"cores \[4096\] are not available .* or use 'auto'"):
+        WriterSettings(cpu_affinity=(4096,))
+    with pytest.raises(ValueError, match="non-empty tuple of int core ids"):
+        WriterSettings(cpu_affinity=())
+    with pytest.raises(ValueError, match="thread_count must be >= 1"):
+        AsyncRequest(
+            sharded_state_dict={}, target=SaveTarget(root=Path("/x"), iteration=1), thread_count=0
+        )
+    assert WriterSettings(cpu_affinity=(min(os.sched_getaffinity(0)),)).worker_cores(1, 1) == (
+        min(os.sched_getaffinity(0)),
+    )
+
+
+def test_worker_runs_at_the_configured_cpu_and_io_priority_and_cores() -> None:
+    import psutil
+    from cairn_agent.async_save import AsyncSaveQueue
+    from cairn_agent.async_save.settings import WriterSettings
+
+    core = max(os.sched_getaffinity(0))
+    queue = AsyncSaveQueue(writer=WriterSettings(nice=7, io_priority="idle", cpu_affinity=(core,)))
+    try:
+        queue.start_worker(wait=True, timeout=120)
+        pid = queue.stats().worker_pid
+        assert pid is not None
+        worker = psutil.Process(pid)
+        assert worker.nice() == psutil.Process().nice() + 7
+        assert worker.ionice().ioclass == psutil.IOPRIO_CLASS_IDLE
+        assert worker.cpu_affinity() == [core]
+    finally:
+        queue.close()

@@ -217,10 +217,13 @@ class Job:
 
     def run_async(self, start: int) -> None:
         from cairn_agent.async_save import AsyncRequest, AsyncSaveQueue
+        from cairn_agent.async_save.settings import WriterSettings
 
         worker_rules = self.cfg.get("worker_pauses", {}).get(str(self.rank), [])
         worker_io = PauseIO(str(self.run_dir), f"w{self.rank}", worker_rules)
-        queue = AsyncSaveQueue(persistent=True, io=self.io, worker_io=worker_io, worker_nice=0)
+        queue = AsyncSaveQueue(
+            persistent=True, io=self.io, worker_io=worker_io, writer=WriterSettings(nice=0)
+        )
         for iteration in self.iterations(start):
             self.io.point(f"before_save:{iteration}")
             queue.schedule(

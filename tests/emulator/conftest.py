@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cairn_operator.sandbox import Sandbox
+from cairn_operator.testing import Sandbox
 
 _NAMES = itertools.count()
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cairn_operator.sandbox import Sandbox, SandboxApiError
+from cairn_operator.testing import Sandbox, SandboxApiError
 
 Factory = Callable[..., dict[str, Any]]
 

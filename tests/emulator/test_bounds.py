@@ -9,7 +9,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-from cairn_operator.sandbox import Sandbox
+from cairn_operator.testing import Sandbox
 
 WINDOW = 100
 

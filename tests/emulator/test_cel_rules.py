@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cairn_operator.sandbox import Sandbox, SandboxApiError, validate_checkpoint
-from cairn_operator.sandbox.cel import CelRule, all_rules
-from cairn_operator.sandbox.schema import checkpoint_version
-from cairn_operator.sandbox.writes import merge_patch
+from cairn_operator.testing import Sandbox, SandboxApiError, validate_checkpoint
+from cairn_operator.testing.cel import CelRule, all_rules
+from cairn_operator.testing.schema import checkpoint_version
+from cairn_operator.testing.writes import merge_patch
 
 RULES: dict[str, CelRule] = {}
 for _path, _rule in all_rules(checkpoint_version().schema):
@@ -52,6 +52,33 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]] =
     "spec.retention.pinned#0": (
         {"retention": {"pinned": [0, 5000]}},
         {"retention": {"pinned": [5000, -1]}},
+        None,
+    ),
+    "spec.save#0": (
+        {"save": {"policy": "Adaptive", "adaptive": {"minInterval": 100, "maxInterval": 5000}}},
+        {"save": {"policy": "Adaptive", "interval": 1000}},
+        None,
+    ),
+    "spec.save#1": (
+        {
+            "save": {
+                "policy": "Adaptive",
+                "interval": 1000,
+                "adaptive": {"minInterval": 100, "maxInterval": 5000},
+            }
+        },
+        {
+            "save": {
+                "policy": "Adaptive",
+                "interval": 50,
+                "adaptive": {"minInterval": 100, "maxInterval": 5000},
+            }
+        },
+        None,
+    ),
+    "spec.save.adaptive#0": (
+        {"save": {"adaptive": {"minInterval": 100, "maxInterval": 100}}},
+        {"save": {"adaptive": {"minInterval": 500, "maxInterval": 100}}},
         None,
     ),
     "spec.resume#0": (

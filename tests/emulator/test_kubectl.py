@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cairn_operator.sandbox import Sandbox
+from cairn_operator.testing import Sandbox
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "checkpoints"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import kmock
 import pytest
 import yaml
-from cairn_operator.sandbox import Sandbox, SandboxApiError, serve_forever
+from cairn_operator.testing import Sandbox, SandboxApiError, serve_forever
 
 MINIMAL = Path(__file__).resolve().parents[2] / "examples" / "checkpoints" / "minimal.yaml"
 

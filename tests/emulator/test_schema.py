@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 import yaml
-from cairn_agent import contract
-from cairn_operator.sandbox import (
+from cairn_agent.resource import contract
+from cairn_operator.testing import (
     DEFAULT_CRD_PATH,
     prune_checkpoint,
     pruned_checkpoint_fields,
     validate_checkpoint,
 )
-from cairn_operator.sandbox.cel import all_rules
-from cairn_operator.sandbox.schema import checkpoint_version
-from cairn_operator.sandbox.structural import normalize
+from cairn_operator.testing.cel import all_rules
+from cairn_operator.testing.schema import checkpoint_version
+from cairn_operator.testing.structural import normalize
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "checkpoints").glob("*.yaml"))
 NOW = "2026-11-29T04:00:00Z"
@@ -47,6 +47,11 @@ AGENT_STATUS: dict[str, Any] = {
         {"iteration": 900, "file": "iter_0000900/__0_0.distcp", "check": "crc32", "time": NOW}
     ],
     contract.AGENT_GENERATION: 2,
+    contract.SAVE_STATS: {
+        "stepTimeSeconds": 4.2,
+        "persistent": {"recentStallSeconds": [12.5, 11.0, 13]},
+        "nonPersistent": {"recentStallSeconds": [1.5]},
+    },
 }
 OPERATOR_STATUS: dict[str, Any] = {
     contract.CONDITIONS: [
@@ -75,6 +80,44 @@ OPERATOR_STATUS: dict[str, Any] = {
     },
     contract.RESTARTS: {"count": 1, "lastRestartTime": NOW, "lastResumedIteration": 1000},
     contract.OBSERVED_GENERATION: 1,
+    contract.ADAPTIVE_INTERVAL: {
+        "state": "Active",
+        "message": "persistent saves every 450 steps (expected loss 2.93%)",
+        "computedAt": NOW,
+        "persistent": {
+            "intervalSteps": 450,
+            "optimalSteps": 456.2,
+            "intervalSeconds": 1920.0,
+            "expectedLossFraction": 0.02933,
+            "saveCostSeconds": {"value": 30.0, "source": "measured", "samples": 5},
+        },
+        "nonPersistent": {
+            "intervalSteps": 100,
+            "optimalSteps": 83.1,
+            "intervalSeconds": 421.5,
+            "expectedLossFraction": 0.0112,
+            "clampedTo": "minInterval",
+            "saveCostSeconds": {"value": 1.5, "source": "measured", "samples": 1},
+        },
+        "inputs": {
+            "stepTimeSeconds": {"value": 4.2, "source": "measured", "samples": 1},
+            "recoverySeconds": {"value": 300.0, "source": "measured", "samples": 1},
+            "mtbfSeconds": {
+                "value": 86400.0,
+                "source": "measured+prior",
+                "samples": 1,
+                "runSeconds": 90000,
+                "failures": 1,
+            },
+        },
+        "observation": {
+            "since": NOW,
+            "failures": 1,
+            "downtimeSeconds": 300.0,
+            "lastRestartTime": NOW,
+            "recentRecoverySeconds": [300.0],
+        },
+    },
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from cairn_agent.engine import collectives
 from cairn_agent.engine import dist as cdist
 from cairn_agent.engine.device import collective_device
 from cairn_agent.engine.load import load_checkpoint_dir
@@ -27,26 +28,27 @@ def test_helpers_behave_as_a_group_of_one_without_a_process_group() -> None:
     assert cdist.broadcast_object({"a": 1}) == {"a": 1}
     assert cdist.all_gather_object("x") == ["x"]
     assert cdist.gather_object("x") == ["x"]
-    assert cdist.all_agree(True) and not cdist.all_agree(False)
+    assert collectives.all_agree(True) and not collectives.all_agree(False)
     assert cdist.all_reduce_max_int(3) == 3
     assert collective_device() == torch.device("cpu")
 
 
 def test_run_agreed_turns_a_local_failure_into_commit_error() -> None:
-    assert cdist.run_agreed("step", lambda: 42) == 42
+    assert collectives.run_agreed("step", lambda: 42) == 42
 
     def boom() -> None:
         raise OSError("disk on fire")
 
     with pytest.raises(CommitError, match="step failed on rank 0: OSError: disk on fire") as info:
-        cdist.run_agreed("step", boom)
+        collectives.run_agreed("step", boom)
     assert isinstance(info.value.__cause__, OSError)
 
 
 def test_dcp_failures_are_described_per_rank() -> None:
     error = CheckpointException("write", {1: (RuntimeError("short write"), None)})
     assert (
-        cdist.describe_error(error) == "DCP failed on ranks [1] (rank 1: RuntimeError: short write)"
+        collectives.describe_error(error)
+        == "DCP failed on ranks [1] (rank 1: RuntimeError: short write)"
     )
 
 

@@ -40,13 +40,14 @@ def _dtensors(empty: bool) -> dict[str, Any]:
 
 
 def _dist_helper_checks(rank: int) -> dict[str, Any]:
+    from cairn_agent.engine import collectives
     from cairn_agent.engine import dist as cdist
     from cairn_agent.engine.device import collective_device
 
     return {
         "device": str(collective_device()),
-        "agree_all": cdist.all_agree(True),
-        "agree_one_false": cdist.all_agree(rank == 0),
+        "agree_all": collectives.all_agree(True),
+        "agree_one_false": collectives.all_agree(rank == 0),
         "max": cdist.all_reduce_max_int(rank * 5 + 1),
         "broadcast_from_1": cdist.broadcast_object({"from": rank}, src=1),
         "gathered": cdist.all_gather_object(rank * 10),

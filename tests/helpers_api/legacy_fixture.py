@@ -100,7 +100,7 @@ def _state_dict(
         "model": _sharded_model(tensors),
     }
     if with_rng:
-        from cairn_agent.rng import get_rng_state
+        from cairn_agent.state.rng import get_rng_state
 
         state["rng_state"] = get_rng_state(False)
     return state

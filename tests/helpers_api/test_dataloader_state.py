@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cairn_agent.dataloader_state import maybe_load_dataloader_state, maybe_save_dataloader_state
+from cairn_agent.state.dataloader import maybe_load_dataloader_state, maybe_save_dataloader_state
 
 from tests.distributed import run_ranks
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from cairn_agent.legacy import (
+from cairn_agent.state.legacy import (
     _extract_megatron_lm_args_from_state_dict,
     _get_train_state_from_state_dict,
     _transpose_first_dim,
@@ -111,7 +111,7 @@ def test_rng_state_saved_by_megatron_core_restores_the_streams(tmp_path: Path) -
 
     import numpy as np
     from cairn_agent.engine.dist import single_process_group
-    from cairn_agent.rng import get_rng_state, restore_rng_state
+    from cairn_agent.state.rng import get_rng_state, restore_rng_state
     from megatron.core import dist_checkpointing
 
     random.seed(5)

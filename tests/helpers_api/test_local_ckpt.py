@@ -23,8 +23,8 @@ def _sharded(rank: int, world_size: int, value: float) -> dict[str, Any]:
 
 
 def _save_two_iterations(rank: int, world_size: int, cfg: CheckpointConfig) -> list[str]:
-    from cairn_agent.local_ckpt import save_local_checkpoint
-    from cairn_agent.non_persistent import init_checkpointing_context
+    from cairn_agent.flows.non_persistent import init_checkpointing_context
+    from cairn_agent.local.nvrx import save_local_checkpoint
 
     ctx = init_checkpointing_context(cfg)
     save_local_checkpoint(ctx, _sharded(rank, world_size, 10.0), 10)
@@ -34,8 +34,8 @@ def _save_two_iterations(rank: int, world_size: int, cfg: CheckpointConfig) -> l
 
 
 def _resume(rank: int, world_size: int, cfg: CheckpointConfig) -> dict[str, Any]:
-    from cairn_agent.ckpt_type import CheckpointType
-    from cairn_agent.non_persistent import (
+    from cairn_agent.flows.common import CheckpointType
+    from cairn_agent.checkpointing import (
         _get_non_persistent_iteration,
         _load_non_persistent_base_checkpoint,
         init_checkpointing_context,
@@ -60,7 +60,7 @@ def _resume(rank: int, world_size: int, cfg: CheckpointConfig) -> dict[str, Any]
 
 
 def _fully_parallel_refused(cfg: CheckpointConfig) -> str:
-    from cairn_agent.non_persistent import (
+    from cairn_agent.checkpointing import (
         _get_non_persistent_iteration,
         _load_non_persistent_base_checkpoint,
         init_checkpointing_context,
@@ -76,7 +76,7 @@ def _fully_parallel_refused(cfg: CheckpointConfig) -> str:
 
 
 def _cleanup_only_on_rank_zero(rank: int, root: str) -> bool:
-    from cairn_agent.non_persistent import cleanup_old_non_persistent_checkpoint
+    from cairn_agent.flows.non_persistent import cleanup_old_non_persistent_checkpoint
 
     return cleanup_old_non_persistent_checkpoint(root, 1) is None
 
@@ -123,7 +123,7 @@ def test_local_checkpoints_save_find_latest_and_load_on_two_cpu_ranks(tmp_path: 
 
 def test_context_is_empty_unless_local_and_replication_needs_cuda(tmp_path: Path) -> None:
     import torch
-    from cairn_agent.non_persistent import init_checkpointing_context
+    from cairn_agent.flows.non_persistent import init_checkpointing_context
 
     assert init_checkpointing_context(CheckpointConfig()) == {}
     assert init_checkpointing_context(CheckpointConfig(non_persistent_ckpt_type="global")) == {}

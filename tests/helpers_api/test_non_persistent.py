@@ -11,13 +11,12 @@ import pytest
 import torch
 from cairn_agent.config import CheckpointConfig
 from cairn_agent.errors import StaleGenerationError, TrackerCorruptError
-from cairn_agent.non_persistent import (
+from cairn_agent.flows.non_persistent import (
     CleanupThread,
     _get_non_persistent_iteration,
-    _load_non_persistent_base_checkpoint,
     cleanup_old_non_persistent_checkpoint,
 )
-from cairn_agent.state import TrainState
+from cairn_agent.state.train import TrainState
 from cairn_agent.storage import layout
 from cairn_agent.storage.generation import claim_generation
 
@@ -104,19 +103,23 @@ def test_global_iteration_comes_from_the_roots_trackers(
         _get_non_persistent_iteration(root, "in_memory")  # type: ignore[arg-type]
 
 
-def test_global_load_goes_through_the_injected_loader(tmp_path: Path) -> None:
-    calls: list[tuple[Any, ...]] = []
+def test_global_non_persistent_base_load_reads_the_iteration_dir(tmp_path: Path) -> None:
+    from cairn_agent import checkpointing
+    from cairn_agent.config import ConfigContainer
+    from cairn_agent.engine.dist import single_process_group
+    from cairn_agent.flows.common import CheckpointType
+    from cairn_agent.state.train import GlobalState
 
-    def load_global(*args: Any, **kwargs: Any) -> tuple[Any, Any, bool, Any]:
-        calls.append((*args, kwargs))
-        return {"iteration": 80}, "name", False, "GLOBAL"
-
-    cfg = CheckpointConfig(non_persistent_ckpt_type="global")
-    ctx: dict[str, Any] = {}
-    result = _load_non_persistent_base_checkpoint(
-        str(tmp_path), cfg, True, None, 80, ctx, load_global=load_global
-    )
-    assert result == ({"iteration": 80}, "name", False, "GLOBAL")
-    assert calls == [(str(tmp_path), cfg, True, None, 80, False, {"checkpointing_context": ctx})]
-    with pytest.raises(ValueError, match="load_global"):
-        _load_non_persistent_base_checkpoint(str(tmp_path), cfg, True, None, 80)
+    cfg = CheckpointConfig(save=str(tmp_path), non_persistent_ckpt_type="global")
+    state = GlobalState(ConfigContainer(checkpoint=cfg))
+    state.train_state.step = 80
+    model = torch.nn.Linear(2, 2)
+    root = str(layout.non_persistent_dir(str(tmp_path), None))
+    with single_process_group():
+        checkpointing.save_checkpoint(state, [model], None, None, 0.0, non_persistent_ckpt=True)
+        common, name, release, kind = checkpointing._load_non_persistent_base_checkpoint(
+            root, cfg, True, None, 80, {}
+        )
+    assert common is not None and common["iteration"] == 80
+    assert name == str(layout.iteration_dir(root, 80)) and not release
+    assert kind is CheckpointType.GLOBAL

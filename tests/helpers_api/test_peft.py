@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import torch
-from cairn_agent.peft import (
+from cairn_agent.state.peft import (
     LoRAAdapterFilter,
     PeftConfig,
     _is_model_section,

@@ -26,7 +26,7 @@ def _through_bytes(obj: Any) -> Any:
 
 
 def _round_trip(rank: int, data_parallel_random_init: bool) -> dict[str, Any]:
-    from cairn_agent.rng import get_rng_state, restore_rng_state
+    from cairn_agent.state.rng import get_rng_state, restore_rng_state
 
     random.seed(100 + rank)
     np.random.seed(200 + rank)
@@ -47,7 +47,7 @@ def _round_trip(rank: int, data_parallel_random_init: bool) -> dict[str, Any]:
 
 
 def _tracker_round_trip() -> bool:
-    from cairn_agent.rng import get_rng_state, restore_rng_state
+    from cairn_agent.state.rng import get_rng_state, restore_rng_state
     from megatron.core import tensor_parallel
 
     tracker = tensor_parallel.get_cuda_rng_tracker()
@@ -64,7 +64,7 @@ def _tracker_round_trip() -> bool:
 
 
 def _refuses_missing_entry(rank: int) -> str:
-    from cairn_agent.rng import get_rng_state, restore_rng_state
+    from cairn_agent.state.rng import get_rng_state, restore_rng_state
 
     only_one = get_rng_state(False).data  # as if saved with a smaller data-parallel size
     try:
@@ -105,7 +105,7 @@ def test_restored_rng_continues_the_saved_streams_on_two_ranks() -> None:
 
 
 def test_per_rank_restore_picks_this_ranks_entry_not_the_first() -> None:
-    from cairn_agent.rng import restore_rng_state
+    from cairn_agent.state.rng import restore_rng_state
 
     def state(seed: int) -> dict[str, Any]:
         random.seed(seed)
@@ -129,7 +129,7 @@ def test_per_rank_restore_picks_this_ranks_entry_not_the_first() -> None:
 
 
 def test_restore_refuses_an_empty_state_list() -> None:
-    from cairn_agent.rng import restore_rng_state
+    from cairn_agent.state.rng import restore_rng_state
 
     with pytest.raises(RuntimeError, match="empty"):
         restore_rng_state([], False)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 from cairn_operator.run import RunningOperator, run_in_thread
-from cairn_operator.sandbox import Sandbox, pruned_checkpoint_fields, validate_checkpoint
+from cairn_operator.testing import Sandbox, pruned_checkpoint_fields, validate_checkpoint
 from cairn_operator.settings import OperatorSettings
 
 T = TypeVar("T")

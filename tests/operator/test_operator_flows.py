@@ -6,7 +6,7 @@ from typing import Any
 
 from cairn_agent.cluster import StatusReporter
 from cairn_operator.run import RunningOperator
-from cairn_operator.sandbox import Sandbox
+from cairn_operator.testing import Sandbox
 
 from tests.operator.conftest import (
     ShiftedClock,
@@ -105,7 +105,7 @@ def test_stale_heartbeat_degrades_and_recovers(
     silent = wait_for(lambda: degraded("AgentSilent"), what="AgentSilent")
     assert silent["status"] == "True" and "heartbeatTimeoutSeconds=60" in silent["message"]
     wait_for(lambda: _status(sandbox, "health")["phase"] == "Degraded", what="phase Degraded")
-    agent.report_heartbeat("Saving", pid=42)  # stamped with real time: still 120 s old for now
+    agent.report_heartbeat("Writing", pid=42)  # stamped with real time: still 120 s old for now
     agent.report_save_phase(500, "Writing", is_async=True)
     assert agent.flush()
     clock.reset()

@@ -9,7 +9,7 @@ from typing import Any
 
 from cairn_agent.cluster import StatusReporter
 from cairn_operator.run import RunningOperator, run_in_thread
-from cairn_operator.sandbox import Sandbox, SandboxApiError, pruned_checkpoint_fields
+from cairn_operator.testing import Sandbox, SandboxApiError, pruned_checkpoint_fields
 
 from tests.operator.conftest import (
     FAST,
@@ -201,7 +201,7 @@ def test_every_status_patch_fits_the_schema(sandbox: Sandbox) -> None:
     """Runs last in this module: every status write the operator made would be stored as sent."""
     patches = [
         r.data
-        for r in list(sandbox.emulator._requests)
+        for r in sandbox.emulator.recent_requests
         if str(r.method).endswith("PATCH")
         and str(r.url).endswith("/status")
         and "/checkpoints/" in str(r.url)

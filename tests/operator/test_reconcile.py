@@ -6,10 +6,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from cairn_agent.resource.times import format_time
 from cairn_operator.reconcile import conditions, gc_job, restarts
 from cairn_operator.reconcile.health import assess_health
 from cairn_operator.reconcile.resume_point import choose_resume_point
-from cairn_operator.reconcile.retention_plan import gc_arguments, job_active, plan_for
+from cairn_operator.reconcile.retention_plan import job_active, plan_for
 from cairn_operator.reconcile.spec import read_spec
 from cairn_operator.reconcile.validation import validate
 
@@ -30,7 +31,7 @@ def saved(*items: tuple[int, bool], **status: Any) -> dict[str, Any]:
 
 
 def ago(seconds: float) -> str:
-    return conditions.format_time(NOW - dt.timedelta(seconds=seconds))
+    return format_time(NOW - dt.timedelta(seconds=seconds))
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_plan_protects_resume_point_and_renders_the_same_policy_for_gc() -> None
     plan = plan_for(view, status, resume_iteration=200)
     assert plan.plan.delete == (100, 400) and plan.protected == (200, 1200)
     assert plan.retained_bytes == 50
-    assert gc_arguments(view, plan.protected) == [
+    assert gc_job.retention_command(view.path, view.retention, plan) == [
         "gc",
         "/c/run",
         "--keep-last",

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cairn_agent import contract
 from cairn_agent.cluster import StatusReporter
-from cairn_operator.sandbox import Sandbox
+from cairn_agent.resource import contract
+from cairn_operator.testing import Sandbox
 
 from tests.operator.conftest import assert_schema_clean, checkpoint, wait_for
 
@@ -24,7 +24,7 @@ def sandbox() -> Iterator[Sandbox]:
 def _status_patches(sandbox: Sandbox, name: str) -> list[dict[str, object]]:
     return [
         r.data
-        for r in list(sandbox.emulator._requests)
+        for r in sandbox.emulator.recent_requests
         if str(r.method).endswith("PATCH") and str(r.url).endswith(f"/checkpoints/{name}/status")
     ]
 

@@ -166,7 +166,9 @@ def test_gc_keeps_the_tracker_target_and_the_newest_verified_checkpoint(
     assert status == 0
     assert outcome["tracker"] == 400 and outcome["newestVerified"] == 300
     assert outcome["deleted"] == [100, 200]
-    assert "newest verified" in outcome["reasons"]["300"]
+    assert outcome["decisions"]["300"]["reasons"] == ["newest_verified"]
+    assert "newest verified" in outcome["decisions"]["300"]["why"]
+    assert outcome["decisions"]["400"]["reasons"][0] == "tracker_target"
     assert any(str(shard) in failure for failure in outcome["corrupt"])
     assert sorted(p.name for p in root.glob("iter_*")) == ["iter_0000300", "iter_0000400"]
 

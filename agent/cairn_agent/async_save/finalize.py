@@ -17,23 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch.distributed as dist
-from torch.distributed.checkpoint.filesystem import FileSystemWriter
 from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.storage import WriteResult
 
 from cairn_agent.async_save.writer import RankWriteOutcome
+from cairn_agent.engine import collectives
 from cairn_agent.engine import dist as cdist
+from cairn_agent.engine.collectives import COORDINATOR
+from cairn_agent.engine.dcp_files import ChecksumFileSystemWriter
 from cairn_agent.engine.save import SaveTarget, agree_and_gather, commit_step
 from cairn_agent.engine.sharded import RankWriteResult
 from cairn_agent.errors import AsyncSaveError, CommitError
 from cairn_agent.storage import layout
 from cairn_agent.storage.commit import abort_staging_dir
 from cairn_agent.storage.durable import DurableIO
-from cairn_agent.storage.manifest import describe_file
 
 log = logging.getLogger(__name__)
-
-COORDINATOR = 0
 
 
 @dataclass(frozen=True)
@@ -70,9 +69,10 @@ def finalize_save(
     rank = cdist.get_rank(group)
     outcome = save.outcome or RankWriteOutcome([], {})
     mine = _AsyncRankResult(rank, outcome.files, outcome.write_results)
+    save.target.phase("Finalizing")
     try:
         results = agree_and_gather(save.staging, mine, iteration=iteration, io=io, group=group)
-        results = cdist.run_agreed(
+        results = collectives.run_agreed(
             "writing DCP .metadata", lambda: _write_dcp_metadata(save, results), group
         )
         commit_step(
@@ -98,9 +98,11 @@ def _write_dcp_metadata(
     if save.metadata is None:
         raise CommitError("the coordinator has no global DCP metadata for this save")
     writes = [r.write_results if isinstance(r, _AsyncRankResult) else [] for r in results]
-    FileSystemWriter(save.staging, sync_files=True).finish(save.metadata, writes)
+    # Not fsync'ed here: the commit fsyncs every staged file before the rename makes it visible.
+    writer = ChecksumFileSystemWriter(save.staging)
+    writer.finish(save.metadata, writes)
     own = results[COORDINATOR]
-    files = {**own.files, layout.DCP_METADATA: describe_file(save.staging / layout.DCP_METADATA)}
+    files = {**own.files, layout.DCP_METADATA: writer.entries[layout.DCP_METADATA]}
     return [RankWriteResult(rank=own.rank, files=files), *results[1:]]
 
 

@@ -29,6 +29,7 @@ from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import SavePlan, WriteItemType
 
 from cairn_agent.async_save.slots import SlotKey, slot_key
+from cairn_agent.engine import collectives
 from cairn_agent.engine import dist as cdist
 from cairn_agent.engine.sharded import split_for_dcp, validate_sharding
 
@@ -73,7 +74,7 @@ class SavePlanCache:
         Raises ``CommitError`` on every rank if planning failed on any rank.
         """
         rank = cdist.get_rank(self._group)
-        local = cdist.run_agreed(
+        local = collectives.run_agreed(
             "preparing the async save",
             lambda: _prepare_local(sharded_state_dict, rank),
             self._group,
@@ -90,15 +91,17 @@ class SavePlanCache:
     ) -> tuple[SavePlan, Metadata | None]:
         cache = self._cache
         same = cache is not None and cache.local_plan == local_plan
-        if cdist.all_agree(same, self._group) and cache is not None:
+        if collectives.all_agree(same, self._group) and cache is not None:
             return cache.final_plan, cache.metadata
         # The structure changed on some rank: validate the sharding the way megatron-core does
         # (it does so on every save), then gather the local plans to the coordinator. Each
         # phase ends in an agreement, so a rank that fails never strands the others.
         if self._group is None or self._group == dist.group.WORLD:
-            cdist.run_agreed("validating the sharding", lambda: validate_sharding(sharded, common))
+            collectives.run_agreed(
+                "validating the sharding", lambda: validate_sharding(sharded, common)
+            )
         all_plans = cdist.gather_object(local_plan, 0, self._group)
-        metadata = cdist.run_agreed(
+        metadata = collectives.run_agreed(
             "planning the save", lambda: _global_metadata(all_plans, planner), self._group
         )
         final_plan = planner.create_decentralized_global_plan(local_plan)

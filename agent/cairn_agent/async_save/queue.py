@@ -33,6 +33,7 @@ import torch.distributed as dist
 from cairn_agent.async_save.arena import StagingArena
 from cairn_agent.async_save.finalize import FinishedSave, finalize_save
 from cairn_agent.async_save.plan import PlannedSave, SavePlanCache
+from cairn_agent.async_save.settings import WriterSettings
 from cairn_agent.async_save.slots import layout_slots
 from cairn_agent.async_save.worker import (
     Attach,
@@ -131,18 +132,17 @@ class AsyncSaveQueue:
         group: dist.ProcessGroup | None = None,
         io: DurableIO = DEFAULT_IO,
         worker_io: DurableIO | None = None,
-        worker_nice: int = 10,
+        writer: WriterSettings | None = None,
     ) -> None:
         """``io`` is the seam for the commit (training process); ``worker_io`` (picklable) for
-        the worker's file writes and fsyncs. ``worker_nice`` lowers the worker's CPU priority so
-        training keeps the cores; ``persistent=False`` stops the worker after every save."""
-        if not 0 <= worker_nice <= 19:
-            raise ValueError(f"worker_nice must be within 0..19, got {worker_nice}")
+        the worker's file writes and fsyncs. ``writer`` sets the worker's CPU and I/O priority
+        and cores so training keeps its own; ``persistent=False`` stops the worker after every
+        save."""
         self._persistent = persistent
         self._group = group
         self._io = io
         self._worker_io = worker_io if worker_io is not None else DurableIO()
-        self._nice = worker_nice
+        self._writer = writer or WriterSettings()
         self._planner = SavePlanCache(group)
         self._res = _Resources()
         self._inflight: list[_InFlight] = []
@@ -155,10 +155,26 @@ class AsyncSaveQueue:
 
     # --- public API -----------------------------------------------------------------------
 
-    def start_worker(self) -> None:
-        """Start the worker now (it starts lazily on the first ``schedule`` otherwise)."""
+    def start_worker(self, *, wait: bool = False, timeout: float = 120.0) -> None:
+        """Start the worker now (it starts lazily on the first ``schedule`` otherwise).
+
+        Call it at start-up (first load): the worker then imports in the background and the
+        first save starts no process. ``wait`` returns only once it is ready (or ``timeout``).
+        """
         self._check_open()
-        self._ensure_worker()
+        worker = self._ensure_worker()
+        if wait and not worker.wait_ready(timeout):
+            log.warning("async save worker %s not ready after %.0f s", worker.pid, timeout)
+
+    def prepare(self, sharded_state_dict: dict[str, Any]) -> None:
+        """COLLECTIVE: plan a save of this structure and map its staging buffer, saving nothing.
+
+        What the first ``schedule`` of the same structure would do before its copy; done ahead
+        (e.g. at the first load) it leaves that save only the copy and the hand-off.
+        """
+        self._check_open()
+        arena = self._arena_for(self._planner.plan(sharded_state_dict))
+        self._attach(self._ensure_worker(), arena)
 
     def schedule(self, request: AsyncRequest) -> None:
         """COLLECTIVE: stage ``request`` and hand it to the worker; returns without writing.
@@ -219,6 +235,32 @@ class AsyncSaveQueue:
             self._collect_replies(blocking=False)
         return sum(1 for entry in self._inflight if not entry.done)
 
+    def oldest_in_flight_s(self, now: float | None = None) -> float:
+        """Seconds since the oldest save still in flight on this rank was scheduled (0: none)."""
+        if not self._inflight:
+            return 0.0
+        return max(0.0, (time.time() if now is None else now) - self._inflight[0].started_at)
+
+    def abort_in_flight(self, reason: str) -> None:
+        """Kill this rank's worker and fail every save in flight with ``reason``.
+
+        Call it on every rank at the same point (the ranks agreed the save is stalled), then
+        ``maybe_finalize``: it raises ``AsyncSaveError`` everywhere, removes the staging dirs
+        and leaves the tracker alone; the next ``schedule`` starts a fresh worker.
+        """
+        for entry in self._inflight:
+            entry.error = entry.error or reason
+        worker, self._res.worker = self._res.worker, None
+        if worker is not None:
+            log.error(
+                "rank %d: killing async save worker %s: %s",
+                cdist.get_rank(self._group),
+                worker.pid,
+                reason,
+            )
+            worker.kill()
+        self._worker_arena = None
+
     def num_unfinalized(self) -> int:
         """Saves scheduled on this rank and not finalized yet."""
         return len(self._inflight)
@@ -268,7 +310,7 @@ class AsyncSaveQueue:
         if worker is not None:
             log.warning("async save worker %s is gone; starting a fresh one", worker.pid)
             worker.stop()
-        self._res.worker = WorkerHandle(self._nice)
+        self._res.worker = WorkerHandle(self._writer)
         self._worker_arena = None
         self._counts["workers"] += 1
         return self._res.worker
@@ -296,10 +338,7 @@ class AsyncSaveQueue:
         worker = self._ensure_worker()
         arena = self._arena_for(planned)
         arena.stage(planned.tensors)
-        arena_id = self._counts["arenas"]
-        if self._worker_arena != arena_id:
-            worker.send_arena(Attach(arena_id, arena.slots), arena.fd)
-            self._worker_arena = arena_id
+        arena_id = self._attach(worker, arena)
         target = entry.request.target
         worker.send(
             WriteJob(
@@ -314,6 +353,14 @@ class AsyncSaveQueue:
                 io=self._worker_io,
             )
         )
+
+    def _attach(self, worker: WorkerHandle, arena: StagingArena) -> int:
+        """Have ``worker`` map ``arena`` unless it already has; the arena's id."""
+        arena_id = self._counts["arenas"]
+        if self._worker_arena != arena_id:
+            worker.send_arena(Attach(arena_id, arena.slots), arena.fd)
+            self._worker_arena = arena_id
+        return arena_id
 
     def _coordinator_files(self, planned: PlannedSave, target: SaveTarget) -> dict[str, bytes]:
         if cdist.get_rank(self._group) != 0:

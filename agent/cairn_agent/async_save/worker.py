@@ -2,7 +2,9 @@
 
 One spawned process per rank, started once and fed through a pipe: it maps the staging arena
 once per layout, then runs every save's writes (``writer.write_rank_files``) at a lower CPU
-priority so training keeps most of the cores. It never joins a process group: all collectives
+and I/O priority, on spare cores where there are any (``settings.WriterSettings``), so
+training keeps its cores. It reports ``Ready`` once its imports are done: a worker started at
+the first load is ready long before the first save. It never joins a process group: all collectives
 (planning, agreement, commit) stay in the training process, so a dead worker can never hang
 another rank's collective; the training process notices it (pipe EOF or process gone) and
 reports the save as failed at finalize.
@@ -22,6 +24,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any
 
+from cairn_agent.async_save.settings import WriterSettings, apply_to_self
 from cairn_agent.async_save.slots import TensorSlot
 from cairn_agent.async_save.writer import RankWriteOutcome, WriteJob
 
@@ -46,6 +49,13 @@ class Attached:
 
 
 @dataclass(frozen=True)
+class Ready:
+    """The worker imported everything a write needs and waits for work."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
 class Done:
     job_id: int
     outcome: RankWriteOutcome
@@ -66,11 +76,10 @@ class WorkerDiedError(RuntimeError):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Worker entry point: ``main([<socket fd>, <nice>])`` in a fresh interpreter."""
-    fd, nice = (int(arg) for arg in (argv if argv is not None else sys.argv[1:]))
-    if nice:
-        os.nice(nice)
-    _serve(Connection(fd))
+    """Worker entry point: ``main([<socket fd>, <nice>, <io priority>, <cores or "">])``."""
+    fd, nice, io_priority, cores = argv if argv is not None else sys.argv[1:]
+    apply_to_self(int(nice), io_priority, tuple(int(c) for c in cores.split(",") if c))
+    _serve(Connection(int(fd)))
 
 
 def _serve(conn: Connection) -> None:
@@ -79,6 +88,8 @@ def _serve(conn: Connection) -> None:
     torch.set_num_threads(1)
     from cairn_agent.async_save.arena import attach
     from cairn_agent.async_save.writer import write_rank_files
+
+    conn.send(Ready(os.getpid()))
 
     buffers: dict[int, Any] = {}
     views: dict[int, dict[Any, torch.Tensor]] = {}
@@ -108,20 +119,22 @@ def _serve(conn: Connection) -> None:
 class WorkerHandle:
     """The training process's end of one worker process."""
 
-    def __init__(self, nice: int = 10) -> None:
+    def __init__(self, settings: WriterSettings | None = None) -> None:
         # A fresh interpreter rather than multiprocessing's spawn: spawn re-imports the
         # training script as ``__mp_main__``, which costs its imports and, in an unguarded
         # script, would run training again inside the writer.
+        settings = settings or WriterSettings()
         mine, theirs = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        args = [str(theirs.fileno()), str(settings.nice), settings.io_priority, _cores(settings)]
         self._process = subprocess.Popen(
-            [sys.executable, "-c", _ENTRY, str(theirs.fileno()), str(nice)],
-            pass_fds=(theirs.fileno(),),
-            env=env,
+            [sys.executable, "-c", _ENTRY, *args], pass_fds=(theirs.fileno(),), env=env
         )
         # Only the child keeps its end: recv() here then fails fast if the child dies.
         theirs.close()
         self._conn = Connection(mine.detach())
+        self.ready = False
+        """True once the worker reported ``Ready`` (its imports are done)."""
         log.info("async save worker started (pid %s)", self._process.pid)
 
     @property
@@ -145,14 +158,29 @@ class WorkerHandle:
         except OSError as exc:
             raise WorkerDiedError(self._death_note()) from exc
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the worker reported ``Ready``; False if it did not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not self.ready and time.monotonic() < deadline:
+            reply = self.receive(deadline - time.monotonic())
+            if reply is not None:
+                raise WorkerDiedError(f"worker {self.pid} replied {reply!r} before Ready")
+        return self.ready
+
     def receive(self, timeout: float | None) -> Any | None:
-        """Next reply, None if none arrived within ``timeout`` (None: wait for one)."""
+        """Next reply, None if none arrived within ``timeout`` (None: wait for one).
+
+        ``Ready`` is consumed here (it sets ``ready``), never returned."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
             try:
                 if self._conn.poll(wait):
-                    return self._conn.recv()
+                    reply = self._conn.recv()
+                    if not isinstance(reply, Ready):
+                        return reply
+                    self.ready = True
+                    continue
             except (EOFError, OSError) as exc:
                 raise WorkerDiedError(self._death_note()) from exc
             if not self.is_alive():
@@ -166,6 +194,13 @@ class WorkerHandle:
         except subprocess.TimeoutExpired:
             code = None
         return f"async save worker (pid {self.pid}) died with exit code {code}"
+
+    def kill(self) -> None:
+        """SIGKILL the worker (a stalled or frozen one cannot be asked) and reap it."""
+        if self.is_alive():
+            self._process.kill()
+            self._process.wait()
+        self._conn.close()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the worker to exit; kill it if it does not within ``timeout``."""
@@ -181,6 +216,15 @@ class WorkerHandle:
                 self._process.kill()
                 self._process.wait(timeout)
         self._conn.close()
+
+
+def _cores(settings: WriterSettings) -> str:
+    """The writer's cores as the command line passes them ("" to inherit)."""
+    import torch
+
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = settings.worker_cores(torch.get_num_threads(), local_ranks)
+    return ",".join(str(c) for c in cores or ())
 
 
 _ENTRY = "import sys; from cairn_agent.async_save.worker import main; main(sys.argv[1:])"

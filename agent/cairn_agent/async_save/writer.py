@@ -1,30 +1,28 @@
 """What the worker does for one save: this rank's DCP files, described and made durable.
 
 DCP's own ``FileSystemWriter.write_data`` writes the rank's plan (same files, same bytes as
-megatron-core's torch_dist writer), reading the tensors from the shared staging arena. Its
-file system is wrapped so every byte written also feeds a CRC-32: the manifest entry of each
-file costs no second read. ``fsync`` goes through the injected ``DurableIO`` seam, which is
-also where tests slow down or break one rank's writes.
+megatron-core's torch_dist writer), reading the tensors from the shared staging arena,
+through ``engine.dcp_files``: every byte written also feeds the file's CRC32C while it is in
+cache, so the manifest entry of each file costs no second read, and writeback starts as the
+bytes arrive. The fsyncs of all files come in one overlapped batch at the end and go through
+the injected ``DurableIO`` seam, which is also where tests slow down or break one rank's
+writes.
 """
 
 from __future__ import annotations
 
 import io
-import threading
-import zlib
-from collections.abc import Generator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch.distributed.checkpoint.filesystem import FileSystem, FileSystemWriter
 from torch.distributed.checkpoint.planner import SavePlan, WriteItem, WriteItemType
 from torch.distributed.checkpoint.storage import WriteResult
 
 from cairn_agent.async_save.slots import SlotKey, slot_key
-from cairn_agent.storage.durable import DurableIO
+from cairn_agent.engine.dcp_files import ChecksumFileSystemWriter
+from cairn_agent.storage.durable import DurableIO, fsync_files
 from cairn_agent.storage.manifest import FileEntry, describe_bytes
 
 
@@ -60,45 +58,6 @@ class RankWriteOutcome:
     files: dict[str, FileEntry]
 
 
-class _CrcWriter(io.BufferedWriter):
-    """A buffered file that keeps a CRC-32 and byte count of everything written to it."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(io.FileIO(path, "wb"), buffer_size=8 << 20)
-        self.crc = 0
-        self.size = 0
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data).cast("B")
-        written = super().write(view)
-        self.crc = zlib.crc32(view, self.crc)
-        self.size += len(view)
-        return written
-
-
-class _CrcFileSystem(FileSystem):
-    """DCP's local file system, recording a ``FileEntry`` per file it creates."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entries: dict[str, FileEntry] = {}
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def create_stream(self, path: str | Any, mode: str) -> Generator[io.IOBase, None, None]:
-        if mode != "wb":
-            with super().create_stream(path, mode) as stream:
-                yield stream
-            return
-        stream = _CrcWriter(Path(path))
-        try:
-            yield stream
-        finally:
-            stream.close()
-        with self._lock:
-            self.entries[Path(path).name] = FileEntry(stream.size, f"{stream.crc & 0xFFFFFFFF:08x}")
-
-
 class _StagedData:
     """The slice of the ``SavePlanner`` interface ``write_data`` uses: staged data per item."""
 
@@ -114,17 +73,14 @@ class _StagedData:
 
 def write_rank_files(job: WriteJob, views: Mapping[SlotKey, torch.Tensor]) -> RankWriteOutcome:
     """Write, describe and fsync this rank's files of ``job`` into ``job.staging``."""
-    fs = _CrcFileSystem()
-    writer = FileSystemWriter(
-        job.staging, single_file_per_rank=True, sync_files=False, thread_count=job.thread_count
+    writer = ChecksumFileSystemWriter(
+        job.staging, single_file_per_rank=True, thread_count=job.thread_count
     )
-    writer.fs = fs
     results = writer.write_data(job.plan, _StagedData(views, job.byte_items)).wait()  # type: ignore[arg-type]
-    files = dict(fs.entries)
+    files = writer.entries
     for name, data in job.extra_files.items():
         job.io.write_file(job.staging / name, data)
         files[name] = describe_bytes(data)
     # Durable before reporting success: finalize commits on the strength of this report.
-    for name in sorted(files):
-        job.io.fsync_file(job.staging / name)
+    fsync_files((job.staging / name for name in sorted(files)), job.io)
     return RankWriteOutcome(list(results), files)

@@ -1,8 +1,12 @@
 """``cairn cluster``: a local Kubernetes API emulator with the Checkpoint CRD installed.
 
-It runs KMock-based emulation (the same one the tests use) until Ctrl-C and writes a kubeconfig
-for it, so ``kubectl get ckpt``, ``kubectl cairn`` and ``cairn operator`` can be tried without a
-real cluster. It is a sandbox: state lives in memory and is gone when it stops.
+It runs the test kit's API server (``cairn_operator.testing``, KMock-based, the same one the
+tests use) until Ctrl-C and writes a kubeconfig for it, so ``kubectl get ckpt``, ``kubectl cairn``
+and ``cairn operator`` can be tried without a real cluster. It is a sandbox: state lives in
+memory and is gone when it stops. The Jobs the operator creates (retention and clean-up
+``cairn gc``) run as local processes; ``--volume CLAIM=DIR`` says which local directory stands in
+for a PersistentVolumeClaim (a Job mounting an unmapped claim fails, saying so). Needs the
+``sandbox`` extra: ``pip install 'cairn[sandbox]'``.
 """
 
 from __future__ import annotations
@@ -35,12 +39,34 @@ def add_parser(subparsers: Any) -> None:
         default=DEFAULT_KUBECONFIG,
         help=f"where to write the kubeconfig (default ./{DEFAULT_KUBECONFIG})",
     )
+    parser.add_argument(
+        "--volume",
+        action="append",
+        default=[],
+        metavar="CLAIM=DIR",
+        help="run Jobs that mount PersistentVolumeClaim CLAIM on local directory DIR (repeatable)",
+    )
     parser.set_defaults(func=run)
 
 
+def parse_volumes(specs: list[str]) -> dict[str, Path]:
+    """``CLAIM=DIR`` options as claim name -> absolute directory; ValueError saying what to fix."""
+    claims: dict[str, Path] = {}
+    for spec in specs:
+        claim, sep, directory = spec.partition("=")
+        if not sep or not claim or not directory:
+            raise ValueError(f"--volume {spec!r}: expected CLAIM=DIR, e.g. ckpt-pvc=/tmp/ckpt")
+        local = Path(directory).expanduser().resolve()
+        if not local.is_dir():
+            raise ValueError(f"--volume {spec!r}: {local} is not a directory; create it first")
+        claims[claim] = local
+    return claims
+
+
 def run(args: argparse.Namespace) -> int:
-    # Imported here: the sandbox pulls in the emulator, which `cairn inspect` never needs.
-    from cairn_operator.sandbox import Sandbox, serve_forever
+    claims = parse_volumes(args.volume)
+    # Imported here: the test kit is an optional extra (SandboxNotInstalledError, one line).
+    from cairn_operator.testing import JobSettings, Sandbox, serve_forever
 
     kubeconfig = args.kubeconfig.resolve()
 
@@ -50,7 +76,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  export KUBECONFIG={kubeconfig}")
         print("  kubectl get ckpt -A")
         print(f"  cairn operator --server {sandbox.url} --metrics-port 0   # the operator")
+        for claim, directory in claims.items():
+            print(f"Jobs mount PersistentVolumeClaim {claim} on {directory}")
         print("Press Ctrl-C to stop (the sandbox keeps everything in memory).", flush=True)
 
-    serve_forever(args.host, args.port, kubeconfig, on_ready=announce)
+    jobs = JobSettings(claims=claims)
+    serve_forever(args.host, args.port, kubeconfig, jobs=jobs, on_ready=announce)
     return 0

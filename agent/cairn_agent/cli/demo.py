@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from cairn_agent import contract
 from cairn_agent.cli import gc as gc_command
 from cairn_agent.cli import inspect as inspect_command
 from cairn_agent.cli import verify as verify_command
@@ -35,8 +34,10 @@ from cairn_agent.cli.demo_cluster import (
     wait_for,
     wait_until_resumed,
 )
+from cairn_agent.resource import contract
 from cairn_agent.storage import layout
-from cairn_agent.storage.retention import RetentionPolicy
+from cairn_agent.storage.retention import GcOptions, RetentionPolicy
+from cairn_agent.storage.retention.arguments import to_arguments
 
 NAME = "demo"
 CHECKPOINT = "demo"
@@ -98,6 +99,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The demo's cluster is the test kit, an optional extra: without it, fail in one line
+    # (SandboxNotInstalledError) before any step runs.
+    import cairn_operator.testing  # noqa: F401
+
     if args.world_size < 1:
         raise ValueError(f"--world-size={args.world_size} must be >= 1")
     root = args.dir if args.dir is not None else Path(tempfile.mkdtemp(prefix="cairn-demo-"))
@@ -286,14 +291,8 @@ def inspect_and_plan(context: DemoContext) -> None:
     corrupt = [f.detail for f in findings if f.status != "ok"]
     if corrupt:
         raise RuntimeError(f"the demo's checkpoint root failed verification: {corrupt}")
-    options = gc_command.GcOptions(
-        policy=RetentionPolicy(keep_last=KEEP_LAST),
-        protect=frozenset(),
-        generation=None,
-        deep=False,
-        dry_run=True,
-    )
-    print(f"$ cairn gc {context.root} --keep-last {KEEP_LAST} --dry-run", file=context.out)
+    options = GcOptions(policy=RetentionPolicy(keep_last=KEEP_LAST), dry_run=True)
+    print(f"$ cairn {' '.join(to_arguments(str(context.root), options))}", file=context.out)
     print(gc_command.render(gc_command.collect(context.root, options)), file=context.out)
     say(
         context,

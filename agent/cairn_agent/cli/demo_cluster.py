@@ -22,8 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TextIO, TypeVar
 
-from cairn_agent import contract
 from cairn_agent.cli.demo_train import LOADED_SUFFIX, RANK0_PREFIX
+from cairn_agent.resource import contract
 
 NAMESPACE = "default"
 DEADLINE_S = 120.0
@@ -73,8 +73,8 @@ class DemoCluster:
     def __enter__(self) -> Self:
         # Imported here: the operator side is only needed once the demo reaches the cluster.
         from cairn_operator.run import run_in_thread
-        from cairn_operator.sandbox import Sandbox
         from cairn_operator.settings import OperatorSettings
+        from cairn_operator.testing import Sandbox
 
         # kopf warns that it ignores OS signals off the main thread: expected here, and noise.
         logging.getLogger("kopf").setLevel(logging.ERROR)

@@ -73,7 +73,7 @@ def _build(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     import torch
 
     from cairn_agent.config import CheckpointConfig, ConfigContainer
-    from cairn_agent.state import GlobalState
+    from cairn_agent.state.train import GlobalState
 
     torch.manual_seed(0)  # identical initial replicas on every rank
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 1))
@@ -111,7 +111,7 @@ def _train_step(model: Any, optimizer: Any, step: int) -> float:
 
 def _flush_reports(state: Any) -> None:
     """Send rank 0's pending status reports now (they are throttled, and lost at exit)."""
-    from cairn_agent import reporting
+    from cairn_agent.cluster import reporting
 
     target = reporting.reporter(state)
     if target is not None and not target.flush(timeout=30.0):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
+
+from cairn_agent.resource.times import parse_time
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -46,23 +47,8 @@ def age_of_unix(timestamp: float | None, now: float | None = None) -> float | No
 
 def parse_rfc3339(value: Any) -> float | None:
     """Unix time of an RFC 3339 string such as Kubernetes writes; None if absent or unparsable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-def iso_utc(timestamp: float | None) -> str:
-    """RFC 3339 UTC rendering of a Unix timestamp, second precision; ``-`` when unknown."""
-    if timestamp is None:
-        return "-"
-    moment = datetime.fromtimestamp(timestamp, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = parse_time(value)
+    return None if moment is None else moment.timestamp()
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

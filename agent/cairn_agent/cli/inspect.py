@@ -16,6 +16,7 @@ from typing import Any
 
 from cairn_agent.cli import formatting
 from cairn_agent.errors import CheckpointCorruptError, CheckpointNotFoundError
+from cairn_agent.resource.times import format_time
 from cairn_agent.storage import layout, listing
 from cairn_agent.storage.generation import read_generation
 from cairn_agent.storage.listing import CheckpointInfo
@@ -97,7 +98,7 @@ def checkpoint_report(info: CheckpointInfo, now: float) -> dict[str, Any]:
         "generation": manifest.generation if manifest else None,
         "files": len(manifest.files) if manifest else _count_files(info.path),
         "bytes": manifest.total_bytes if manifest else _dir_bytes(info.path),
-        "committedAt": formatting.iso_utc(committed_at) if committed_at else None,
+        "committedAt": format_time(committed_at) if committed_at else None,
         "ageSeconds": round(now - committed_at, 1) if committed_at else None,
         "digest": manifest.digest() if manifest else None,
     }
@@ -124,13 +125,7 @@ def incomplete_dirs(root: Path, committed: list[CheckpointInfo]) -> list[str]:
 
 def leftover_report(root: Path) -> list[dict[str, str]]:
     """Hidden entries start-up GC removes (or restores), with what each one is."""
-    kinds = (
-        ("staging", listing.list_staging_dirs(root)),
-        ("trash", listing.list_trash_dirs(root)),
-        ("replaced", listing.list_replaced_dirs(root)),
-        ("tmp", listing.list_atomic_tmp_files(root)),
-    )
-    return [{"kind": kind, "name": path.name} for kind, paths in kinds for path in paths]
+    return [{"kind": kind, "name": path.name} for kind, path in listing.list_leftovers(root)]
 
 
 def _non_persistent(root: Path, now: float) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cairn_agent import contract
 from cairn_agent.errors import CairnError
+from cairn_agent.resource import contract
 
 RESOURCE = f"{contract.PLURAL}.{contract.GROUP}"
 # kubectl global flags that take a value, forwarded to every kubectl call.

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn_agent import contract
-from cairn_agent.cli import formatting
-from cairn_agent.storage.retention import RetentionPolicy, plan_retention
+from cairn_agent.cli import adaptive_view, formatting
+from cairn_agent.resource import contract
+from cairn_agent.resource.retention import plan_from_status, published_resume_point
+from cairn_agent.resource.spec import RetentionSpec
+from cairn_agent.storage.retention import RetentionPlan
 
 
 def _status(obj: dict[str, Any]) -> dict[str, Any]:
@@ -67,11 +69,12 @@ def list_table(objs: list[dict[str, Any]], now: float, *, all_namespaces: bool) 
 
 def describe(obj: dict[str, Any], now: float) -> str:
     """``kubectl cairn describe``: spec summary, saved iterations, resume point, conditions,
-    restarts and the retention plan."""
+    restarts, the adaptive save interval and the retention plan."""
     sections = [
         _header(obj),
         _spec_summary(obj),
         _progress(obj, now),
+        adaptive_view.section(obj, now),
         _saved_table(obj, now),
         _corrupt_lines(obj),
         _retention_section(obj),
@@ -124,7 +127,7 @@ def _spec_summary(obj: dict[str, Any]) -> str:
                 ("Save", _save_text(_spec(obj, "save"))),
                 ("Async worker", _async_text(_spec(obj, "asyncWorker"))),
                 ("Replication", _replication_text(_spec(obj, "replication"))),
-                ("Retention", _retention_text(_spec(obj, "retention"))),
+                ("Retention", _retention_text(RetentionSpec.from_spec(obj.get("spec") or {}))),
                 ("Resume", _resume_text(_spec(obj, "resume"))),
                 (
                     "Verification",
@@ -141,7 +144,8 @@ def _save_text(save: dict[str, Any]) -> str:
     if save.get("nonPersistentInterval"):
         kind = save.get("nonPersistentType", "global")
         text += f"; non-persistent ({kind}) every {save['nonPersistentInterval']} steps"
-    return text
+    policy = adaptive_view.policy_text(save)
+    return f"{policy}, starting from {text}" if policy else text
 
 
 def _async_text(worker: dict[str, Any]) -> str:
@@ -158,13 +162,14 @@ def _replication_text(replication: dict[str, Any]) -> str:
     return f"factor {replication.get('factor', 1)}, jump {replication.get('jump', 1)}"
 
 
-def _retention_text(retention: dict[str, Any]) -> str:
-    parts = [f"keep last {retention.get('keepLast', 3)}"]
-    if retention.get("keepEvery"):
-        parts.append(f"every {retention['keepEvery']}")
-    if retention.get("pinned"):
-        parts.append(f"pinned {sorted(retention['pinned'])}")
-    if retention.get("dryRun"):
+def _retention_text(retention: RetentionSpec) -> str:
+    keep = "keep all" if retention.keep_last is None else f"keep last {retention.keep_last}"
+    parts = [keep]
+    if retention.keep_every:
+        parts.append(f"every {retention.keep_every}")
+    if retention.pinned:
+        parts.append(f"pinned {list(retention.pinned)}")
+    if retention.dry_run:
         parts.append("dry run")
     return ", ".join(parts)
 
@@ -278,44 +283,25 @@ def _corrupt_lines(obj: dict[str, Any]) -> str:
     return "Corrupt iterations (reported by the agent):\n" + _indent("\n".join(lines))
 
 
-def retention_preview(obj: dict[str, Any]) -> list[tuple[int, str]]:
-    """The shared retention planner over the saved iterations: ``(iteration, reason)``.
+def retention_preview(obj: dict[str, Any]) -> RetentionPlan:
+    """The plan the operator publishes in ``status.retention``, from the same status planner.
 
-    The tracker's target is approximated by ``latestCommittedIteration`` and the resume point
-    is protected, as the operator and the agent do.
+    The resume point is the operator's published ``status.resumeFrom``.
     """
-    retention = _spec(obj, "retention")
-    policy = RetentionPolicy(
-        keep_last=retention.get("keepLast", 3),
-        keep_every=retention.get("keepEvery"),
-        pinned=frozenset(retention.get("pinned") or ()),
-    )
-    saved = saved_iterations(obj)
     status = _status(obj)
-    protected = {
-        it
-        for it in (
-            (status.get(contract.RESUME_FROM) or {}).get("iteration"),
-            status.get(contract.LATEST_COMMITTED),
-        )
-        if it is not None
-    }
-    verified = [s["iteration"] for s in saved if s.get("verified")]
-    plan = plan_retention(
-        [s["iteration"] for s in saved],
-        policy,
-        protected=protected,
-        newest_verified=max(verified) if verified else None,
-        max_iteration=status.get(contract.LATEST_COMMITTED),
+    view = plan_from_status(
+        RetentionSpec.from_spec(obj.get("spec") or {}),
+        status,
+        resume_iteration=published_resume_point(status),
     )
-    return sorted(plan.reasons.items())
+    return view.plan
 
 
 def _retention_section(obj: dict[str, Any]) -> str:
     lines = ["Retention plan (spec.retention over the saved iterations):"]
-    preview = retention_preview(obj)
-    if preview:
-        rows = [(it, *why.split(": ", 1)) for it, why in preview]
+    plan = retention_preview(obj)
+    if plan.decisions:
+        rows = [(d.iteration, d.action, plan.explain(d.iteration)) for d in plan.decisions]
         lines.append(_indent(formatting.render_table(("iteration", "decision", "why"), rows)))
     else:
         lines.append("  nothing saved yet")

@@ -18,11 +18,11 @@ from cairn_agent.storage import layout, listing
 from cairn_agent.storage.durable import DEFAULT_IO, DurableIO, new_nonce
 from cairn_agent.storage.gc import collect_leftovers
 from cairn_agent.storage.generation import ensure_current, read_generation, root_lock
-from cairn_agent.storage.retention import RetentionPlan, apply_retention
+from cairn_agent.storage.retention import delete_iterations
 
 log = logging.getLogger(__name__)
 
-_REASON = "delete: --delete-all (the Checkpoint was deleted with deletionPolicy Delete)"
+_REASON = "--delete-all (the Checkpoint was deleted with deletionPolicy Delete)"
 
 
 def delete_all(
@@ -91,8 +91,7 @@ def _remove_tracker(directory: Path, generation: int, io: DurableIO) -> None:
 def _remove_checkpoints(directory: Path, generation: int, io: DurableIO) -> None:
     infos = listing.list_checkpoints(directory)
     iterations = tuple(info.iteration for info in infos if not info.release)
-    plan = RetentionPlan(keep=(), delete=iterations, reasons=dict.fromkeys(iterations, _REASON))
-    apply_retention(directory, plan, generation=generation, io=io)
+    delete_iterations(directory, iterations, generation=generation, io=io, why=lambda _: _REASON)
     if any(info.release for info in infos):
         _remove_release(directory, io)
 

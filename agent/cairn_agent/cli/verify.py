@@ -4,7 +4,8 @@ Exit status 0 means every checked checkpoint is valid. Any corruption (a missing
 changed file, an unlisted shard, a garbage tracker, a tracker pointing at a checkpoint that is
 not committed) prints one line naming the file and the failed check to stderr and exits 2;
 corruption never exits 0. Without ``--deep`` only sizes are compared; ``--deep`` also checksums
-every file (CRC-32), which reads every byte.
+every file with the algorithm its manifest entry names (CRC32C, or CRC-32 for checkpoints
+written before manifest version 2), which reads every byte.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("root", type=Path, help="checkpoint root (CheckpointConfig.save)")
     parser.add_argument("--iteration", type=int, help="verify only this iteration")
-    parser.add_argument("--deep", action="store_true", help="also compare CRC-32 of every file")
+    parser.add_argument(
+        "--deep", action="store_true", help="also compare the checksum of every file"
+    )
     parser.add_argument("--json", action="store_true", help="print the findings as JSON")
     parser.set_defaults(func=run)
 
@@ -124,7 +127,8 @@ def _never_committed(directory: Path) -> bool:
 def _ok_detail(manifest: Manifest | None, deep: bool) -> str:
     if manifest is None:
         return "metadata.json valid; no Cairn manifest (Megatron-written), files not checked"
-    checks = "sizes and crc32" if deep else "sizes"
+    algorithms = "/".join(manifest.algorithms) or "checksums"
+    checks = f"sizes and {algorithms}" if deep else "sizes"
     size = formatting.human_bytes(manifest.total_bytes)
     return f"{len(manifest.files)} files, {size}, {checks} match the manifest"
 
@@ -133,7 +137,7 @@ def render(findings: list[Finding], *, deep: bool) -> str:
     """One line per finding and a summary line."""
     lines = [f"{f.status.upper():<10} {f.name:<36} {f.detail}" for f in findings]
     corrupt = sum(f.status == "corrupt" for f in findings)
-    mode = "deep (crc32)" if deep else "shallow (sizes; --deep checksums)"
+    mode = "deep (checksums)" if deep else "shallow (sizes; --deep checksums)"
     verdict = f"{corrupt} CORRUPT" if corrupt else "all valid"
     lines.append(f"verify {mode}: {verdict}")
     return "\n".join(lines)

@@ -1,116 +1,158 @@
-"""Where the Kubernetes API is and how to authenticate: in-cluster, kubeconfig, or a bare URL.
+"""Where the Kubernetes API is and how to authenticate, through the official ``kubernetes`` client.
 
-Torch-free and stdlib-only apart from PyYAML. The service-account token is re-read on every
-request because projected tokens rotate.
+First match wins: an explicit server URL (the sandbox: no credentials, TLS unverified), an
+explicit kubeconfig, the pod's service account, ``$KUBECONFIG``, ``~/.kube/config``. Kubeconfigs
+are read by ``kubernetes.config`` itself, so every form it supports works: the current or a named
+context, client certificates (files or data), bearer tokens and ``tokenFile``, exec credential
+plugins (re-run when their credential expires), OIDC and other auth providers, ``proxy-url`` and
+``tls-server-name``; ``HTTPS_PROXY``/``NO_PROXY`` apply too. The service-account token is re-read
+as the kubelet rotates it. Torch-free.
+
+Retries. Every client gets :func:`retry_policy`: urllib3's ``Retry``, which the client's
+transport already runs each request through, retries 409, 429 and 5xx answers with exponential
+backoff and jitter and honours ``Retry-After`` (capped), with no extra dependency. Connection
+and read errors are *not* retried there: urllib3 logs a warning per such retry, and its sleeps
+cannot be interrupted, so the callers (the status reporter's sender, the Checkpoint watcher) retry
+those themselves, with their own backoff, bounded logging and prompt shutdown.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
+import logging
 import os
-import ssl
 from pathlib import Path
-from typing import Any
 
 import yaml
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.config import ConfigException, load_kube_config
+from urllib3.util.retry import Retry
 
+from cairn_agent.cluster import _k8s_compat
+
+log = logging.getLogger(__name__)
+
+# Not kubernetes.config's KUBE_CONFIG_DEFAULT_LOCATION: that one froze $KUBECONFIG at import.
+DEFAULT_KUBECONFIG = "~/.kube/config"
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+"""Where Kubernetes mounts a pod's service account (``token``, ``ca.crt``)."""
+RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+"""Answers that are retried: conflicts, throttling, and server-side failures."""
+# Worst case for one call against a throttling server: 3 waits of at most 10 s. Bounded because
+# a start-up read (the published resume point) waits for it while the other ranks wait too.
+_STATUS_RETRIES = 3
+_BACKOFF_FACTOR_S = 0.5
+_BACKOFF_MAX_S = 4.0
+_RETRY_AFTER_MAX_S = 10  # a server asking for longer gets the next attempt sooner
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ApiConfig:
-    """How to reach the API server."""
+def retry_policy() -> Retry:
+    """Retries of 409/429/5xx answers: up to 3, backoff up to 4 s with jitter, Retry-After honoured
+    (up to 10 s).
 
-    server: str
-    """Base URL, e.g. https://10.0.0.1:443 or http://127.0.0.1:PORT."""
-    token: str | None = None
-    """A bearer token (kubeconfig ``user.token``)."""
-    token_file: Path | None = None
-    """A file holding the bearer token, re-read per request (service account, ``tokenFile``)."""
-    ca_file: Path | None = None
-    """CA bundle to verify the server."""
-    ca_data: str | None = None
-    """PEM CA data (kubeconfig ``certificate-authority-data``, decoded)."""
-    insecure: bool = False
-    """Skip TLS verification (emulators only)."""
+    Merge patches of the agent's status keys carry absolute values, so resending one is safe;
+    hence PATCH is retried like GET. After the last retry the answer itself is returned (and the
+    client raises ``ApiException`` with its status), not a urllib3 error.
+    """
+    return Retry(
+        total=_STATUS_RETRIES,
+        connect=0,
+        read=0,
+        other=0,
+        redirect=0,
+        status=_STATUS_RETRIES,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "PATCH"}),
+        backoff_factor=_BACKOFF_FACTOR_S,
+        backoff_max=_BACKOFF_MAX_S,
+        backoff_jitter=_BACKOFF_FACTOR_S,
+        respect_retry_after_header=True,
+        retry_after_max=_RETRY_AFTER_MAX_S,
+        raise_on_status=False,
+    )
 
-    def __post_init__(self) -> None:
-        if not self.server.startswith(("http://", "https://")):
-            raise ValueError(f"server {self.server!r} must be an http:// or https:// URL")
 
-    def bearer(self) -> str | None:
-        """The current token, if any."""
-        if self.token_file is not None:
-            return self.token_file.read_text().strip() or None
-        return self.token
+def _new_configuration() -> Configuration:
+    configuration = Configuration()
+    configuration.retries = retry_policy()
+    # Watches stay open for minutes; TCP keepalive (client-go's timings) keeps idle proxies and
+    # load balancers from dropping them silently.
+    configuration.keep_alive = True
+    return configuration
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """TLS settings for https servers; None for http."""
-        if not self.server.startswith("https://"):
-            return None
-        if self.insecure:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            return ctx
-        return ssl.create_default_context(
-            cafile=str(self.ca_file) if self.ca_file else None, cadata=self.ca_data
+
+def server_configuration(url: str) -> Configuration:
+    """A bare server URL with no credentials (the sandbox); an https server is not verified."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"API server {url!r} must be an http:// or https:// URL")
+    configuration = _new_configuration()
+    configuration.host = url.rstrip("/")
+    configuration.verify_ssl = False
+    return configuration
+
+
+def kubeconfig_configuration(
+    path: str | Path | None = None, *, context: str | None = None
+) -> Configuration:
+    """The ``context`` (default: current) of a kubeconfig; ``path`` may list several files
+    separated by ``os.pathsep``, merged as kubectl does. Raises ValueError if it is unusable."""
+    where = str(path) if path else os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG
+    configuration = _new_configuration()
+    try:
+        # persist_config=False: a training job never rewrites its user's kubeconfig (the client
+        # would, to store refreshed OIDC tokens).
+        load_kube_config(
+            config_file=where,
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
         )
+    # The loader reports a malformed file with assorted exceptions, not only ConfigException.
+    except (ConfigException, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"kubeconfig {where}: {exc}; fix the file or pass another") from exc
+    return configuration
 
 
-def in_cluster_config(sa_dir: Path = SA_DIR) -> ApiConfig | None:
-    """The pod's service account, when running in a cluster."""
-    host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    token = sa_dir / "token"
-    if not host or not token.exists():
+def in_cluster_configuration(
+    sa_dir: Path = SA_DIR, *, token_refresh_s: float | None = None
+) -> Configuration | None:
+    """The pod's service account, or None outside a pod (no ``$KUBERNETES_SERVICE_HOST`` or
+    no token). The token file is re-read every ``token_refresh_s`` seconds (default: a minute)."""
+    token, ca = sa_dir / "token", sa_dir / "ca.crt"
+    if not os.environ.get("KUBERNETES_SERVICE_HOST") or not token.exists():
         return None
-    host = f"[{host}]" if ":" in host else host
-    ca = sa_dir / "ca.crt"
-    return ApiConfig(
-        server=f"https://{host}:{port}", token_file=token, ca_file=ca if ca.exists() else None
-    )
+    configuration = _new_configuration()
+    try:
+        _k8s_compat.load_in_cluster(
+            configuration, token_file=token, ca_file=ca, token_refresh_s=token_refresh_s
+        )
+    except ConfigException as exc:
+        raise ValueError(f"in-cluster service account {sa_dir}: {exc}") from exc
+    return configuration
 
 
-def _named(items: list[dict[str, Any]], name: str | None, key: str) -> dict[str, Any]:
-    for item in items or []:
-        if item.get("name") == name:
-            return dict(item.get(key) or {})
-    return {}
-
-
-def kubeconfig_config(path: Path) -> ApiConfig:
-    """The current context of a kubeconfig file (server, token or tokenFile, CA, insecure)."""
-    doc = yaml.safe_load(path.read_text()) or {}
-    context = _named(doc.get("contexts", []), doc.get("current-context"), "context")
-    cluster = _named(doc.get("clusters", []), context.get("cluster"), "cluster")
-    user = _named(doc.get("users", []), context.get("user"), "user")
-    if not cluster.get("server"):
-        raise ValueError(f"{path}: the current context names no cluster server")
-    ca_data = cluster.get("certificate-authority-data")
-    ca_file = cluster.get("certificate-authority")
-    token_file = user.get("tokenFile")
-    return ApiConfig(
-        server=str(cluster["server"]),
-        token=user.get("token"),
-        token_file=Path(token_file) if token_file else None,
-        ca_file=(path.parent / ca_file) if ca_file else None,
-        ca_data=base64.b64decode(ca_data).decode() if ca_data else None,
-        insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
-    )
-
-
-def load_api_config(
+def load_configuration(
     api_url: str | None = None, kubeconfig: str | Path | None = None
-) -> ApiConfig | None:
-    """An explicit URL, else an explicit kubeconfig, else in-cluster, else ``$KUBECONFIG``."""
+) -> Configuration | None:
+    """The first configuration found (see the module docstring); None when there is none.
+
+    Raises ValueError for one that is present but unusable (a bad URL or kubeconfig)."""
     if api_url:
-        return ApiConfig(server=api_url, insecure=True)
+        return server_configuration(api_url)
     if kubeconfig:
-        return kubeconfig_config(Path(kubeconfig))
-    found = in_cluster_config()
+        return kubeconfig_configuration(kubeconfig)
+    found = in_cluster_configuration()
     if found is not None:
         return found
-    env = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
-    return kubeconfig_config(Path(env)) if env else None
+    default = Path(DEFAULT_KUBECONFIG).expanduser()
+    if os.environ.get("KUBECONFIG") or default.exists():
+        return kubeconfig_configuration()
+    return None
+
+
+def new_api_client(
+    api_url: str | None = None, kubeconfig: str | Path | None = None
+) -> ApiClient | None:
+    """An ``ApiClient`` over :func:`load_configuration`; share one between the status reporter
+    and the Checkpoint watcher. None when no API is configured; ValueError when one is broken."""
+    configuration = load_configuration(api_url, kubeconfig)
+    return None if configuration is None else ApiClient(configuration)

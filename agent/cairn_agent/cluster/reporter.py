@@ -1,55 +1,73 @@
 """``StatusReporter``: the training job's rank 0 reports checkpoint progress to its Checkpoint.
 
 Every ``report_*`` call only updates an in-memory pending patch and returns at once; a daemon
-thread sends it as a JSON merge patch to the ``status`` subresource, at most once per
-``min_interval_s`` (newer values of a key replace older unsent ones). Only the agent's status
-keys (``contract.AGENT_STATUS_KEYS``) are ever written, so the operator's keys are never
-clobbered. Nothing here raises into training: failures are logged and the patch is retried with
-the next send. ``savedIterations`` and ``corruptIterations`` are bounded and seeded from the
-server on first use, so a restarted job keeps its predecessor's history. Torch-free, stdlib HTTP.
+thread sends it as a JSON merge patch to the ``status`` subresource through the official
+``kubernetes`` client, at most once per ``min_interval_s`` (newer values of a key replace older
+unsent ones). Only the agent's status keys (``contract.AGENT_STATUS_KEYS``) are ever written, so
+the operator's keys are never clobbered. Nothing here raises into training: 409/429/5xx answers
+are retried by the client's transport (``config.retry_policy``); any other failure is logged
+(bounded) and the patch is resent with backoff. ``savedIterations`` and ``corruptIterations`` are
+bounded and seeded from the server before the first patch, so a restarted job keeps its
+predecessor's history. Torch-free.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cairn_agent import contract
-from cairn_agent.cluster.config import ApiConfig, load_api_config
+from kubernetes.client import ApiClient, CustomObjectsApi
+
+from cairn_agent.cluster._backoff import Backoff, FailureLog, describe
+from cairn_agent.cluster.config import new_api_client
+from cairn_agent.resource import contract
+from cairn_agent.resource.status import (
+    SAVE_PHASES,
+    WORKER_STATES,
+    AsyncWorker,
+    CorruptIteration,
+    LastResume,
+    ResumeTier,
+    SavedIteration,
+    SaveInProgress,
+    SavePhase,
+    WorkerState,
+    is_save_phase,
+    is_worker_state,
+)
+from cairn_agent.resource.times import format_time, now_time
 
 log = logging.getLogger(__name__)
-_TIMEOUT_S = 10.0
-_RETRY_S = 5.0
+MERGE_PATCH = "application/merge-patch+json"
+_TIMEOUT_S = (5.0, 10.0)  # (connect, read) per request
+_RETRY_INITIAL_S = 1.0
+_RETRY_MAX_S = 10.0
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return now_time(fractional=True)
 
 
 def _rfc3339(value: dt.datetime | str | None) -> str:
     if value is None:
         return _now()
-    if isinstance(value, str):
-        return value
-    moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value if isinstance(value, str) else format_time(value, fractional=True)
 
 
 class StatusReporter:
     """Reports to ``status`` of the Checkpoint ``checkpoint_ref`` (``<namespace>/<name>``).
 
-    Configuration, first match wins: ``api_url`` (no credentials, emulators), ``kubeconfig``,
-    the in-cluster service account, ``$KUBECONFIG``. With no Checkpoint named (argument or
-    ``$CAIRN_CHECKPOINT``) or no API found, the reporter is disabled and every call is a no-op.
+    The API: ``api_client`` if given (shared with the Checkpoint watcher, not closed here), else
+    ``config.new_api_client(api_url, kubeconfig)``: ``api_url`` (no credentials, emulators),
+    ``kubeconfig``, the in-cluster service account, ``$KUBECONFIG``, ``~/.kube/config``. With no
+    Checkpoint named (argument or ``$CAIRN_CHECKPOINT``) or no API found, the reporter is
+    disabled and every call is a no-op.
     """
 
     def __init__(
@@ -58,6 +76,7 @@ class StatusReporter:
         *,
         api_url: str | None = None,
         kubeconfig: str | Path | None = None,
+        api_client: ApiClient | None = None,
         min_interval_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -70,40 +89,61 @@ class StatusReporter:
         self._saved: dict[int, dict[str, Any]] = {}  # merged with the server's by _seed
         self._deleted: set[int] = set()
         self._corrupt: list[dict[str, Any]] = []
+        self._seeded = False
         self._in_flight = False
         self._force = False
         self._closing = False
         self._last_sent = float("-inf")
         self._thread: threading.Thread | None = None
-        self._url, self._api = self._configure(checkpoint_ref, api_url, kubeconfig)
+        self._backoff = Backoff(initial_s=_RETRY_INITIAL_S, max_s=_RETRY_MAX_S)
+        self._failures = FailureLog(log, "status report")
+        self._owns_client = api_client is None
+        self._target = self._configure(checkpoint_ref, api_url, kubeconfig, api_client)
 
     # --- configuration ------------------------------------------------------------------------
     @staticmethod
     def _configure(
-        ref: str | None, api_url: str | None, kubeconfig: str | Path | None
-    ) -> tuple[str | None, ApiConfig | None]:
+        ref: str | None,
+        api_url: str | None,
+        kubeconfig: str | Path | None,
+        api_client: ApiClient | None,
+    ) -> tuple[CustomObjectsApi, str, str] | None:
         ref = ref or os.environ.get(contract.ENV_CHECKPOINT)
         if not ref:
             log.info("status reporting disabled: %s is not set", contract.ENV_CHECKPOINT)
-            return None, None
+            return None
         try:
             namespace, name = contract.parse_checkpoint_ref(ref)
-            api = load_api_config(api_url, kubeconfig)
-        except (ValueError, OSError) as exc:  # a bad config must not stop training
+            client = api_client or new_api_client(api_url, kubeconfig)
+        except Exception as exc:  # noqa: BLE001 - a bad config must not stop training
             log.warning("status reporting disabled: %s", exc)
-            return None, None
-        if api is None:
+            return None
+        if client is None:
             log.info("status reporting disabled: no Kubernetes API configuration found")
-            return None, None
-        path = (
-            f"/apis/{contract.API_VERSION}/namespaces/{namespace}/{contract.PLURAL}/{name}/status"
-        )
-        return api.server.rstrip("/") + path, api
+            return None
+        return CustomObjectsApi(client), namespace, name
 
     @property
     def enabled(self) -> bool:
         """Whether reports go anywhere."""
-        return self._url is not None
+        return self._target is not None
+
+    @property
+    def checkpoint_ref(self) -> str:
+        """``<namespace>/<name>`` of the Checkpoint reported to ("" when disabled)."""
+        return f"{self._target[1]}/{self._target[2]}" if self._target is not None else ""
+
+    @property
+    def api_client(self) -> ApiClient | None:
+        """The API client reports go through (shared with the Checkpoint watch), if enabled."""
+        return self._target[0].api_client if self._target is not None else None
+
+    def report_fields(self, fields: Mapping[str, Any]) -> None:
+        """Merge-patch agent-owned top-level status keys (``contract.AGENT_STATUS_KEYS``)."""
+        unknown = set(fields) - contract.AGENT_STATUS_KEYS
+        if unknown:
+            raise ValueError(f"status keys {sorted(unknown)} are not the agent's to write")
+        self._update(lambda: dict(fields))
 
     # --- public reports -----------------------------------------------------------------------
     def report_saved(
@@ -116,15 +156,14 @@ class StatusReporter:
         verified: bool = False,
     ) -> None:
         """A checkpoint of ``iteration`` was committed (tracker published)."""
-        entry: dict[str, Any] = {
-            "iteration": int(iteration),
-            "committedAt": _rfc3339(committed_at),
-            "bytes": int(bytes),
-            "files": int(files),
-            "verified": bool(verified),
-        }
-        if manifest_digest:
-            entry["manifestDigest"] = manifest_digest
+        entry = SavedIteration(
+            iteration=int(iteration),
+            committed_at=_rfc3339(committed_at),
+            bytes=int(bytes),
+            files=int(files),
+            manifest_digest=manifest_digest,
+            verified=bool(verified),
+        ).to_status()
         self._update(lambda: self._saved_patch(entry))
 
     def report_deleted(self, iterations: Iterable[int]) -> None:
@@ -135,56 +174,66 @@ class StatusReporter:
     def report_save_phase(
         self,
         iteration: int | None,
-        phase: str | None,
+        phase: SavePhase | None,
         started_at: dt.datetime | str | None = None,
         is_async: bool = False,
     ) -> None:
-        """A save is in ``phase`` (one of ``contract.SAVE_PHASES``); None clears it."""
+        """A save is in ``phase`` (one of ``SAVE_PHASES``); None clears it."""
         if iteration is None or phase is None:
             self._update(lambda: {contract.SAVE_IN_PROGRESS: None})
             return
-        if phase not in contract.SAVE_PHASES:
-            log.warning(
-                "ignoring unknown save phase %r (expected one of %s)", phase, contract.SAVE_PHASES
-            )
+        if not is_save_phase(phase):  # a caller outside mypy's reach; the operator must not see it
+            log.warning("ignoring unknown save phase %r (expected one of %s)", phase, SAVE_PHASES)
             return
-        value = {
-            "iteration": int(iteration),
-            "phase": phase,
-            "startedAt": _rfc3339(started_at),
-            "async": bool(is_async),
-        }
+        value = SaveInProgress(
+            iteration=int(iteration),
+            phase=phase,
+            started_at=_rfc3339(started_at),
+            is_async=bool(is_async),
+        ).to_status()
         self._update(lambda: {contract.SAVE_IN_PROGRESS: value})
 
-    def report_heartbeat(self, state: str, pid: int | None = None) -> None:
-        """The async worker is alive and in ``state`` (e.g. Idle, Saving, Stopped)."""
-        value = {
-            "state": state,
-            "heartbeatTime": _now(),
-            "pid": int(pid if pid is not None else os.getpid()),
-        }
+    def report_heartbeat(self, state: WorkerState, pid: int | None = None) -> None:
+        """The async worker is alive and in ``state`` (one of ``WORKER_STATES``)."""
+        if not is_worker_state(state):  # a caller outside mypy's reach
+            log.warning(
+                "ignoring unknown worker state %r (expected one of %s)", state, WORKER_STATES
+            )
+            return
+        value = AsyncWorker(
+            state=state,
+            heartbeat_time=_now(),
+            pid=int(pid if pid is not None else os.getpid()),
+        ).to_status()
         self._update(lambda: {contract.ASYNC_WORKER: value})
 
-    def report_resume(self, iteration: int, source: str, generation: int) -> None:
-        """The job resumed from ``iteration`` of tier ``source`` in restart ``generation``."""
-        value = {
-            "iteration": int(iteration),
-            "source": source,
-            "time": _now(),
-            "generation": int(generation),
-        }
+    def report_resume(
+        self,
+        iteration: int,
+        source: str,
+        generation: int,
+        tier: ResumeTier | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """The job resumed from ``iteration`` (found as ``source``, read from ``tier``) in
+        restart ``generation``; ``reason`` says why a newer tier was passed over."""
+        value = LastResume(
+            iteration=int(iteration),
+            source=source,
+            time=_now(),
+            generation=int(generation),
+            tier=tier,
+            reason=reason,
+        ).to_status()
         self._update(
             lambda: {contract.LAST_RESUME: value, contract.AGENT_GENERATION: int(generation)}
         )
 
     def report_corrupt(self, iteration: int, file: str, check: str) -> None:
         """Loading ``iteration`` failed a check on ``file``."""
-        entry = {
-            "iteration": int(iteration),
-            "file": str(file),
-            "check": str(check),
-            "time": _now(),
-        }
+        entry = CorruptIteration(
+            iteration=int(iteration), file=str(file), check=str(check), time=_now()
+        ).to_status()
         self._update(lambda: self._corrupt_patch(entry))
 
     def published_resume_point(self) -> Mapping[str, Any] | None:
@@ -192,9 +241,8 @@ class StatusReporter:
 
         Blocking (one GET), meant for start-up. Never raises.
         """
-        if not self.enabled:
-            return None
-        point = self._fetch_status().get(contract.RESUME_FROM)
+        status = self._fetch_status() if self.enabled else None
+        point = status.get(contract.RESUME_FROM) if status is not None else None
         return point if isinstance(point, Mapping) else None
 
     def flush(self, timeout: float | None = 10.0) -> bool:
@@ -220,6 +268,9 @@ class StatusReporter:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        stopped = self._thread is None or not self._thread.is_alive()
+        if self._target is not None and self._owns_client and stopped:
+            self._target[0].api_client.close()
 
     # --- state --------------------------------------------------------------------------------
     def _update(self, make: Callable[[], dict[str, Any]]) -> None:
@@ -233,9 +284,14 @@ class StatusReporter:
         except Exception:  # never raise into training; the report is lost, training goes on
             log.exception("status report dropped")
 
-    def _seed(self) -> None:
-        """Merge the server's history under what this process reported (runs on the sender)."""
+    def _seed(self) -> bool:
+        """Merge the server's history under what this process reported (runs on the sender).
+
+        False when the server could not be read: the caller must not patch the bounded lists
+        yet, or the predecessor's history would be overwritten with this process's alone."""
         status = self._fetch_status()
+        if status is None:
+            return False
         with self._cond:
             for item in status.get(contract.SAVED_ITERATIONS) or ():
                 it = item.get("iteration") if isinstance(item, Mapping) else None
@@ -251,6 +307,8 @@ class StatusReporter:
             for key in (contract.SAVED_ITERATIONS, contract.CORRUPT_ITERATIONS):
                 if key in self._pending:
                     self._pending[key] = self._lists()[key]
+            self._seeded = True
+        return True
 
     def _lists(self) -> dict[str, Any]:
         newest = sorted(self._saved)[-contract.MAX_SAVED_ITERATIONS :]
@@ -307,51 +365,71 @@ class StatusReporter:
                 self._cond.wait(wait if self._pending and wait > 0 else None)
 
     def _send_loop(self) -> None:
-        self._seed()
         while (batch := self._next_batch()) is not None:
-            ok = self._send(batch)
+            first = not self._seeded
+            ok = self._seeded or self._seed()
+            if ok and first:
+                batch = self._reseeded(batch)
+            ok = ok and self._send(batch)
             with self._cond:
                 self._in_flight = False
                 self._last_sent = self._clock()
-                if not ok and not self._closing:
+                if ok:
+                    self._backoff.reset()
+                elif not self._closing:
                     # Newer values that arrived meanwhile win over the failed batch's.
                     self._pending = {**batch, **self._pending}
-                    self._last_sent = self._clock() - self._min_interval + _RETRY_S
+                    retry_in = self._backoff.next_delay()
+                    self._last_sent = self._clock() - self._min_interval + retry_in
                 self._cond.notify_all()
 
-    def _request(self, method: str, payload: dict[str, Any] | None) -> Any:
-        if self._api is None or self._url is None:
-            raise ValueError("status reporting is disabled")
-        data = None if payload is None else json.dumps(payload).encode()
-        req = urllib.request.Request(self._url, data=data, method=method)
-        req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", "application/merge-patch+json")
-        token = self._api.bearer()
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        with urllib.request.urlopen(
-            req, timeout=_TIMEOUT_S, context=self._api.ssl_context()
-        ) as resp:
-            return json.loads(resp.read() or b"{}")
+    def _reseeded(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``batch`` with its bounded lists rebuilt over the history just seeded."""
+        with self._cond:
+            lists = self._lists()
+        return {k: lists.get(k, v) for k, v in batch.items()}
 
     def _send(self, batch: dict[str, Any]) -> bool:
         unknown = set(batch) - contract.AGENT_STATUS_KEYS
         if unknown:  # a programming error; the operator owns these keys
             log.error("not sending operator-owned status keys %s", sorted(unknown))
             batch = {k: v for k, v in batch.items() if k in contract.AGENT_STATUS_KEYS}
+        if self._target is None:
+            return True
+        api, namespace, name = self._target
         try:
-            self._request("PATCH", {"status": batch})
+            api.patch_namespaced_custom_object_status(
+                contract.GROUP,
+                contract.VERSION,
+                namespace,
+                contract.PLURAL,
+                name,
+                {"status": batch},
+                _content_type=MERGE_PATCH,  # custom resources accept no strategic merge patch
+                _request_timeout=_TIMEOUT_S,
+            )
         except Exception as exc:  # noqa: BLE001 - any failure to report must not reach training
-            log.warning("status report to %s failed (will retry): %s", self._url, exc)
+            self._failures.failed(f"patching {namespace}/{name}: {describe(exc)}")
             return False
+        self._failures.succeeded()
         return True
 
-    def _fetch_status(self) -> Mapping[str, Any]:
+    def _fetch_status(self) -> Mapping[str, Any] | None:
+        """The Checkpoint's current status ({} if it has none); None when it cannot be read."""
+        if self._target is None:
+            return None
+        api, namespace, name = self._target
         try:
-            body = self._request("GET", None)
+            body = api.get_namespaced_custom_object(
+                contract.GROUP,
+                contract.VERSION,
+                namespace,
+                contract.PLURAL,
+                name,
+                _request_timeout=_TIMEOUT_S,
+            )
         except Exception as exc:  # noqa: BLE001 - any failure to report must not reach training
-            log.warning("could not read the current status (starting a fresh history): %s", exc)
-            return {}
+            self._failures.failed(f"reading {namespace}/{name}: {describe(exc)}")
+            return None
         status = body.get("status") if isinstance(body, Mapping) else None
         return status if isinstance(status, Mapping) else {}

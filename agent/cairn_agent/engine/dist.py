@@ -11,18 +11,14 @@ hard-coded CUDA device, so the same code runs on gloo (CPU) and NCCL (GPU).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch._C._distributed_c10d import HashStore
-from torch.distributed.checkpoint.api import CheckpointException
 
 from cairn_agent.engine.device import collective_device
-from cairn_agent.errors import CommitError
-
-T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -88,49 +84,23 @@ def _all_reduce_int(
     return int(tensor.item())
 
 
-def all_agree(ok: bool, group: dist.ProcessGroup | None = None) -> bool:
-    """True on every rank iff ``ok`` is True on every rank (all-reduce MIN)."""
-    return _all_reduce_int(int(bool(ok)), dist.ReduceOp.MIN, group) == 1
+def all_reduce_max_ints(values: list[int], group: dist.ProcessGroup | None = None) -> list[int]:
+    """Element-wise maximum of ``values`` over all ranks (one collective for all of them)."""
+    if not is_distributed():
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.int64, device=collective_device(group))
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=group)
+    return [int(v) for v in tensor.tolist()]
+
+
+def all_reduce_min_int(value: int, group: dist.ProcessGroup | None = None) -> int:
+    """The smallest ``value`` over all ranks, on every rank."""
+    return _all_reduce_int(int(value), dist.ReduceOp.MIN, group)
 
 
 def all_reduce_max_int(value: int, group: dist.ProcessGroup | None = None) -> int:
     """The largest ``value`` over all ranks, on every rank."""
     return _all_reduce_int(int(value), dist.ReduceOp.MAX, group)
-
-
-def run_agreed(step: str, fn: Callable[[], T], group: dist.ProcessGroup | None = None) -> T:
-    """Run the rank-local ``fn``, then agree across ranks that it succeeded everywhere.
-
-    Every rank calls this at the same point. If ``fn`` raised on any rank, every rank raises
-    :class:`CommitError` (chained to its own error where it had one), so no rank walks on into
-    the next collective while another has left: that is what turns a one-rank failure into a
-    clean error on all ranks instead of a hang.
-    """
-    error: BaseException | None = None
-    result: T | None = None
-    try:
-        result = fn()
-    # DCP's CheckpointException derives from BaseException, not Exception.
-    except (Exception, CheckpointException) as exc:  # noqa: BLE001 - re-raised below, agreed
-        error = exc
-    if all_agree(error is None, group):
-        return result  # type: ignore[return-value]
-    if error is not None:
-        raise CommitError(
-            f"{step} failed on rank {get_rank(group)}: {describe_error(error)}"
-        ) from error
-    raise CommitError(f"{step} failed on another rank (this rank {get_rank(group)} succeeded)")
-
-
-def describe_error(error: BaseException) -> str:
-    """One line naming the error; for DCP's ``CheckpointException``, each failed rank's error."""
-    if isinstance(error, CheckpointException):
-        causes = "; ".join(
-            f"rank {rank}: {type(exc).__name__}: {exc}"
-            for rank, (exc, _) in sorted(error.failures.items())
-        )
-        return f"DCP failed on ranks {sorted(error.failures)} ({causes})"
-    return f"{type(error).__name__}: {error}"
 
 
 @contextlib.contextmanager

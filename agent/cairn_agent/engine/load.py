@@ -13,14 +13,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cairn_agent.engine.dist import broadcast_object, get_rank
+from cairn_agent.engine.collectives import on_coordinator
+from cairn_agent.engine.dist import get_rank
 from cairn_agent.engine.sharded import load_sharded
 from cairn_agent.errors import CheckpointCorruptError
 from cairn_agent.storage.manifest import verify_checkpoint_dir
 
 log = logging.getLogger(__name__)
-
-COORDINATOR = 0
 
 
 def load_checkpoint_dir(
@@ -47,14 +46,8 @@ def load_checkpoint_dir(
 
 def verify_everywhere(directory: Path) -> None:
     """Coordinator verifies ``directory`` (without checksums); every rank raises if it failed."""
-    verdict: tuple[str, str] | None = None
-    if get_rank() == COORDINATOR:
-        try:
-            verify_checkpoint_dir(directory, deep=False)
-        except CheckpointCorruptError as exc:
-            verdict = (str(exc.path), exc.check)
-    verdict = broadcast_object(verdict, COORDINATOR)
-    if verdict is not None:
-        path, check = verdict
-        log.error("rank %d: %s fails verification: %s", get_rank(), path, check)
-        raise CheckpointCorruptError(path, check)
+    try:
+        on_coordinator(lambda: verify_checkpoint_dir(directory, deep=False))
+    except CheckpointCorruptError as exc:
+        log.error("rank %d: %s fails verification: %s", get_rank(), exc.path, exc.check)
+        raise

@@ -21,23 +21,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
 
-from cairn_agent.engine.dist import (
-    all_agree,
-    broadcast_object,
-    describe_error,
-    gather_object,
-    get_rank,
-    get_world_size,
-)
+from cairn_agent.engine.collectives import COORDINATOR, all_agree, describe_error, on_coordinator
+from cairn_agent.engine.dist import broadcast_object, gather_object, get_rank, get_world_size
 from cairn_agent.engine.sharded import RankWriteResult, write_sharded
 from cairn_agent.errors import CommitError, StaleGenerationError
+from cairn_agent.resource.status import SavePhase
 from cairn_agent.storage import layout
 from cairn_agent.storage.commit import (
     abort_staging_dir,
@@ -51,7 +46,6 @@ from cairn_agent.storage.manifest import FileEntry, Manifest, describe_bytes
 
 log = logging.getLogger(__name__)
 
-COORDINATOR = 0
 _RESERVED_ITER_FILES = frozenset(
     {layout.METADATA_JSON, layout.MANIFEST_FILENAME, layout.COMMON_PT, layout.DCP_METADATA}
 )
@@ -78,6 +72,13 @@ class SaveTarget:
     """Files rank 0 publishes at the root just before the tracker (``latest_train_state.pt``)."""
     publish_tracker: bool = True
     """Move the tracker (and write ``root_files``) after the commit; False only commits."""
+    on_phase: Callable[[SavePhase], None] | None = field(default=None, compare=False, repr=False)
+    """Told each phase as this rank enters it (status reporting); must not raise."""
+
+    def phase(self, phase: SavePhase) -> None:
+        """Tell ``on_phase`` that the save entered ``phase``."""
+        if self.on_phase is not None:
+            self.on_phase(phase)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -128,6 +129,7 @@ def save_sync(
         )
     except Exception as exc:  # noqa: BLE001 - every rank learns of it in agree_and_gather
         outcome = exc
+    target.phase("Finalizing")
     results = agree_and_gather(staging, outcome, iteration=target.iteration, io=io, group=group)
     return commit_step(staging, target, results, started_at=started_at, io=io, group=group)
 
@@ -136,23 +138,22 @@ def prepare_staging(
     target: SaveTarget, *, io: DurableIO = DEFAULT_IO, group: dist.ProcessGroup | None = None
 ) -> Path:
     """Coordinator: claim the generation, create the staging dir. Collective; path on all ranks."""
-    error: Exception | None = None
-    message: tuple[str | None, str | None] = (None, None)
-    if get_rank(group) == COORDINATOR:
-        try:
-            claim_generation(target.root, target.generation, io)
-            staging = create_staging_dir(
-                target.root, target.iteration, target.generation, target.release, io
-            )
-            message = (str(staging), None)
-        except Exception as exc:  # noqa: BLE001 - broadcast, then re-raised on every rank
-            error, message = exc, (None, describe_error(exc))
-    path, failure = broadcast_object(message, COORDINATOR, group)
-    if failure is not None:
-        _raise_everywhere(
-            f"iteration {target.iteration}: could not prepare the save: {failure}", error
+    target.phase("Staging")
+
+    def claim_and_create() -> Path:
+        claim_generation(target.root, target.generation, io)
+        return create_staging_dir(
+            target.root, target.iteration, target.generation, target.release, io
         )
-    return Path(path)
+
+    try:
+        return on_coordinator(claim_and_create, group)
+    except Exception as exc:
+        _raise_everywhere(
+            f"iteration {target.iteration}: could not prepare the save: {describe_error(exc)}",
+            exc,
+        )
+        raise  # unreachable: _raise_everywhere always raises
 
 
 def write_rank_files(
@@ -169,6 +170,7 @@ def write_rank_files(
     The DCP part is collective (see ``write_sharded``); the iteration files are rank-local,
     so callers must agree afterwards (:func:`agree_and_gather`).
     """
+    target.phase("Writing")
     result = write_sharded(sharded_state_dict, staging, thread_count=thread_count, group=group)
     if result.rank != COORDINATOR or not target.iter_files:
         return result
@@ -231,17 +233,22 @@ def commit_step(
     committed directory on every rank, or raises ``CommitError`` on every rank; a failure
     before the rename removes ``staging``.
     """
-    error: Exception | None = None
-    failure: str | None = None
-    if get_rank(group) == COORDINATOR:
+    target.phase("Committing")
+    world_size = get_world_size(group)
+
+    def commit() -> None:
         try:
-            _commit_and_publish(staging, target, results, started_at, get_world_size(group), io)
-        except Exception as exc:  # noqa: BLE001 - broadcast, then re-raised on every rank
-            error, failure = exc, describe_error(exc)
+            _commit_and_publish(staging, target, results, started_at, world_size, io)
+        except Exception:
             _abort_quietly(staging, io)
-    failure = broadcast_object(failure, COORDINATOR, group)
-    if failure is not None:
-        _raise_everywhere(f"iteration {target.iteration}: commit/publish failed: {failure}", error)
+            raise
+
+    try:
+        on_coordinator(commit, group)
+    except Exception as exc:  # noqa: BLE001 - the same error on every rank, wrapped alike
+        _raise_everywhere(
+            f"iteration {target.iteration}: commit/publish failed: {describe_error(exc)}", exc
+        )
     return target.final_dir
 
 

@@ -10,7 +10,7 @@ path call ``torch.cuda`` unconditionally and cannot run on CPU. ``metadata.json`
 written here; the commit protocol writes it last (``storage.commit``).
 
 Failure model: :func:`write_sharded` either returns on every rank or raises ``CommitError`` on
-every rank. Each phase ends with an agreement (``dist.run_agreed``), so a rank that fails
+every rank. Each phase ends with an agreement (``collectives.run_agreed``), so a rank that fails
 never leaves the others waiting in the next collective.
 """
 
@@ -40,12 +40,14 @@ from megatron.core.dist_checkpointing.validation import (
     determine_global_metadata,
     validate_sharding_integrity,
 )
-from torch.distributed.checkpoint.filesystem import FileSystemWriter
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
-from cairn_agent.engine.dist import get_rank, run_agreed
+from cairn_agent.engine.collectives import run_agreed
+from cairn_agent.engine.dcp_files import ChecksumFileSystemWriter
+from cairn_agent.engine.dist import get_rank
 from cairn_agent.storage import layout
-from cairn_agent.storage.manifest import FileEntry, describe_file
+from cairn_agent.storage.durable import fsync_files
+from cairn_agent.storage.manifest import FileEntry, describe_bytes
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ class RankWriteResult:
     rank: int
     """Rank (within the saving group) that wrote the files."""
     files: dict[str, FileEntry]
-    """File name (relative to the directory) -> size and CRC-32, for the files this rank wrote."""
+    """File name (relative to the directory) -> size and checksum, for the files this rank wrote."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def write_sharded(
 
     Every rank of ``group`` calls this with the same ``directory``. Rank 0 of the group also
     writes the DCP ``.metadata`` and ``common.pt``. Each rank writes at most ``thread_count``
-    shard files and returns their sizes and CRC-32s. The caller's dict is not modified.
+    shard files and returns their sizes and checksums (computed as they are written). The caller's dict is not modified.
     Raises ``CommitError`` on every rank if any rank failed.
     """
     if thread_count < 1:
@@ -100,11 +102,11 @@ def write_sharded(
     if group is None or group == dist.group.WORLD:
         # megatron-core validates over the default group only; DCP still checks coverage.
         run_agreed("validating the sharding", lambda: _validate(prepared), group)
-    run_agreed(
+    entries = run_agreed(
         "writing DCP shards", lambda: _write_dcp(prepared, directory, thread_count, group), group
     )
     result = run_agreed(
-        "finishing rank files", lambda: _finish_rank(prepared, directory, rank), group
+        "finishing rank files", lambda: _finish_rank(prepared, directory, rank, entries), group
     )
     log.debug("rank %d wrote %d files into %s", rank, len(result.files), directory)
     return result
@@ -152,24 +154,28 @@ def _validate(prepared: _Prepared) -> None:
 
 def _write_dcp(
     prepared: _Prepared, directory: Path, thread_count: int, group: dist.ProcessGroup | None
-) -> None:
+) -> dict[str, FileEntry]:
+    """This rank's DCP files (rank 0: also ``.metadata``), each checksummed as written."""
     # keep_only_main_replica already removed replicas, so DCP must not dedup (it would drop
     # ShardedObject byte items of other ranks), and the state dict is already flat.
     planner = MCoreSavePlanner(dedup_replicated_tensors=False, flatten_state_dict=False)
-    writer = FileSystemWriter(
-        directory, thread_count=thread_count, sync_files=True, overwrite=False
-    )
+    writer = ChecksumFileSystemWriter(directory, thread_count=thread_count, overwrite=False)
     dcp_save(prepared.dcp_state_dict, storage_writer=writer, planner=planner, process_group=group)
+    return writer.entries
 
 
-def _finish_rank(prepared: _Prepared, directory: Path, rank: int) -> RankWriteResult:
+def _finish_rank(
+    prepared: _Prepared, directory: Path, rank: int, entries: dict[str, FileEntry]
+) -> RankWriteResult:
     names = _own_shard_files(directory, rank)
+    files = {name: entries[name] for name in names}
     if prepared.common_bytes is not None:
-        _write_durably(directory / layout.COMMON_PT, prepared.common_bytes)
-        names += [layout.DCP_METADATA, layout.COMMON_PT]
-    return RankWriteResult(
-        rank=rank, files={name: describe_file(directory / name) for name in names}
-    )
+        (directory / layout.COMMON_PT).write_bytes(prepared.common_bytes)
+        files[layout.DCP_METADATA] = entries[layout.DCP_METADATA]
+        files[layout.COMMON_PT] = describe_bytes(prepared.common_bytes)
+    # One batch of fsyncs once everything is written: no order among a rank's files matters.
+    fsync_files(directory / name for name in files)
+    return RankWriteResult(rank=rank, files=files)
 
 
 def _own_shard_files(directory: Path, rank: int) -> list[str]:
@@ -177,13 +183,6 @@ def _own_shard_files(directory: Path, rank: int) -> list[str]:
     # leaves an empty shard file, and the manifest must name every file in the directory.
     pattern = re.compile(rf"^__{rank}_\d+{re.escape(layout.DISTCP_SUFFIX)}$")
     return sorted(name for name in os.listdir(directory) if pattern.match(name))
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def load_sharded(

@@ -48,11 +48,6 @@ _STAGING_RE = re.compile(
 )
 _ITER_RE = re.compile(r"^iter_(\d{7,})$")
 
-# --- node-local (nvidia-resiliency-ext) layout ------------------------------------------------
-LOCAL_FILE_FORMAT = "iter_{:07d}_{}_local.pt"
-LOCAL_DIRTY_FILE_FORMAT = "iter_{:07d}_{}_local.dirty.pt"
-_LOCAL_RE = re.compile(r"^iter_(?P<it>\d{7,})_(?P<origin>\d+)_local\.pt$")
-
 
 def iteration_dir_name(iteration: int, release: bool = False) -> str:
     """``iter_0000100`` for iteration 100, or ``release``."""
@@ -109,23 +104,6 @@ def distcp_file_name(rank: int, index: int) -> str:
 
 def dataloader_state_path(dataloader_root: str | Path, iteration: int, dp_rank: int) -> Path:
     return iteration_dir(dataloader_root, iteration) / DATALOADER_FILE_FORMAT.format(dp_rank)
-
-
-def local_rank_dir(local_root: str | Path, rank: int, session_id: str = "") -> Path:
-    """nvidia-resiliency-ext's per-rank local checkpoint directory: ``<root>/<session>/<rank>``."""
-    base = Path(local_root) / session_id if session_id else Path(local_root)
-    return base / str(rank)
-
-
-def local_file_name(iteration: int, origin_rank: int, dirty: bool = False) -> str:
-    fmt = LOCAL_DIRTY_FILE_FORMAT if dirty else LOCAL_FILE_FORMAT
-    return fmt.format(iteration, origin_rank)
-
-
-def parse_local_file_name(name: str) -> tuple[int, int] | None:
-    """``(iteration, origin_rank)`` of a clean local checkpoint file name, or None."""
-    match = _LOCAL_RE.match(name)
-    return (int(match.group("it")), int(match.group("origin"))) if match else None
 
 
 # --- Cairn's other hidden bookkeeping names ---------------------------------------------------

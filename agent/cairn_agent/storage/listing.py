@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from cairn_agent.errors import CheckpointCorruptError
 from cairn_agent.storage import layout
@@ -118,6 +119,20 @@ def list_replaced_dirs(root: Path) -> list[Path]:
 def list_atomic_tmp_files(root: Path) -> list[Path]:
     """Temp files of atomic writes that never reached their ``os.replace``."""
     return _hidden(root, lambda name: layout.parse_atomic_tmp_name(name) is not None)
+
+
+LeftoverKind = Literal["staging", "trash", "replaced", "tmp"]
+
+
+def list_leftovers(root: Path) -> list[tuple[LeftoverKind, Path]]:
+    """Every hidden entry start-up GC removes (or restores), with its kind, kind by kind."""
+    kinds: tuple[tuple[LeftoverKind, list[Path]], ...] = (
+        ("staging", list_staging_dirs(root)),
+        ("trash", list_trash_dirs(root)),
+        ("replaced", list_replaced_dirs(root)),
+        ("tmp", list_atomic_tmp_files(root)),
+    )
+    return [(kind, path) for kind, paths in kinds for path in paths]
 
 
 def _hidden(root: Path, match: Callable[[str], bool]) -> list[Path]:

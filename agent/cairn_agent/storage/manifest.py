@@ -1,7 +1,8 @@
 """``cairn.manifest.json``: what makes an iteration directory a committed Cairn checkpoint.
 
 The manifest lists every file of the iteration directory (except itself) with its size and
-CRC-32, plus world size, parallel layout, restart generation and timestamps. It is written last
+checksum (CRC32C since manifest version 2, zlib CRC-32 before; each entry names its
+algorithm, see ``storage.checksum``), plus world size, parallel layout, restart generation and timestamps. It is written last
 by the commit protocol, so its presence means every file it names was complete when the
 directory was renamed into place. Megatron ignores it. Torch-free.
 """
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -19,11 +18,19 @@ from typing import Any
 
 from cairn_agent.errors import CheckpointCorruptError
 from cairn_agent.storage import layout
+from cairn_agent.storage.checksum import (
+    DEFAULT_ALGORITHM,
+    LEGACY_ALGORITHM,
+    ChecksumAlgorithm,
+    check_algorithm,
+    check_hex,
+    checksum_bytes,
+    checksum_file,
+)
 from cairn_agent.storage.durable import DEFAULT_IO, DurableIO, atomic_write_text
 
-MANIFEST_VERSION = 1
-CHUNK_BYTES = 8 * 1024 * 1024
-_CRC_RE = re.compile(r"^[0-9a-f]{8}$")
+MANIFEST_VERSION = 2
+"""Version 2 names each file's checksum algorithm; version 1 (CRC-32 only) still reads."""
 # Files megatron-core's torch_dist loader reads; one present but not listed means the
 # directory was changed after commit (or the manifest is stale).
 _REQUIRED_LISTING = (layout.DCP_METADATA, layout.COMMON_PT)
@@ -35,14 +42,37 @@ class FileEntry:
 
     size: int
     """Size in bytes."""
-    crc32: str
-    """zlib CRC-32 of the contents as 8 lowercase hex digits."""
+    checksum: str
+    """Checksum of the contents as 8 lowercase hex digits."""
+    algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM
+    """How ``checksum`` was computed (``crc32`` for entries of version-1 manifests)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0:
             raise ValueError(f"file size must be a non-negative int, got {self.size!r}")
-        if not isinstance(self.crc32, str) or not _CRC_RE.match(self.crc32):
-            raise ValueError(f"crc32 must be 8 lowercase hex digits, got {self.crc32!r}")
+        check_algorithm(self.algorithm)
+        check_hex(self.algorithm, self.checksum)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form; a CRC-32 entry keeps the version-1 form, so its digest never changes."""
+        if self.algorithm == LEGACY_ALGORITHM:
+            return {"size": self.size, "crc32": self.checksum}
+        return {
+            "size": self.size,
+            "checksum": {"algorithm": self.algorithm, "value": self.checksum},
+        }
+
+    @classmethod
+    def from_dict(cls, obj: Mapping[str, Any]) -> FileEntry:
+        """Parse either form (``{"crc32": ...}`` or ``{"checksum": {algorithm, value}}``)."""
+        if "checksum" in obj:
+            checksum = _typed(obj, "checksum", dict)
+            return cls(
+                size=obj["size"],
+                checksum=checksum["value"],
+                algorithm=check_algorithm(_typed(checksum, "algorithm", str)),
+            )
+        return cls(size=obj["size"], checksum=obj["crc32"], algorithm=LEGACY_ALGORITHM)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +124,7 @@ class Manifest:
             "ckpt_format": self.ckpt_format,
             "created_at": self.created_at,
             "committed_at": self.committed_at,
-            "files": {k: {"size": v.size, "crc32": v.crc32} for k, v in sorted(self.files.items())},
+            "files": {k: v.to_dict() for k, v in sorted(self.files.items())},
             "extra": self.extra,
         }
 
@@ -126,6 +156,11 @@ class Manifest:
         """Sum of the sizes of every listed file."""
         return sum(entry.size for entry in self.files.values())
 
+    @property
+    def algorithms(self) -> list[str]:
+        """The checksum algorithms its entries use, sorted (one, unless files were mixed)."""
+        return sorted({entry.algorithm for entry in self.files.values()})
+
 
 def _manifest_from_dict(obj: dict[str, Any], source: Path) -> Manifest:
     version = _typed(obj, "version", int)
@@ -146,7 +181,7 @@ def _manifest_from_dict(obj: dict[str, Any], source: Path) -> Manifest:
         ckpt_format=_typed(obj, "ckpt_format", str),
         created_at=float(_typed(obj, "created_at", (int, float))),
         committed_at=float(_typed(obj, "committed_at", (int, float))),
-        files={str(k): FileEntry(size=v["size"], crc32=v["crc32"]) for k, v in files.items()},
+        files={str(k): FileEntry.from_dict(_typed(files, k, dict)) for k in files},
         extra=_typed(obj, "extra", dict) if "extra" in obj else {},
     )
 
@@ -172,20 +207,16 @@ def _check_relative_name(name: str) -> None:
         raise ValueError(f"manifest file name {name!r} must be a relative path inside the dir")
 
 
-def describe_bytes(data: bytes) -> FileEntry:
+def describe_bytes(data: bytes, algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM) -> FileEntry:
     """Entry for in-memory contents (what a file holding ``data`` would get)."""
-    return FileEntry(size=len(data), crc32=f"{zlib.crc32(data) & 0xFFFFFFFF:08x}")
+    return FileEntry(len(data), checksum_bytes(data, algorithm), algorithm)
 
 
-def describe_file(path: Path) -> FileEntry:
-    """Size and CRC-32 of a file, read in 8 MiB chunks."""
-    crc = 0
-    size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            crc = zlib.crc32(chunk, crc)
-            size += len(chunk)
-    return FileEntry(size=size, crc32=f"{crc & 0xFFFFFFFF:08x}")
+def describe_file(path: Path, algorithm: ChecksumAlgorithm = DEFAULT_ALGORITHM) -> FileEntry:
+    """Size and checksum of a file, read once. Savers checksum while writing instead; this is
+    for verification and for tools that describe files written by others."""
+    size, checksum = checksum_file(path, algorithm)
+    return FileEntry(size, checksum, algorithm)
 
 
 def describe_files(directory: Path, names: Iterable[str]) -> dict[str, FileEntry]:
@@ -219,7 +250,7 @@ def verify_checkpoint_dir(directory: Path, deep: bool = True) -> Manifest | None
 
     ``metadata.json`` (megatron-core's completeness marker) must exist and name the torch_dist
     backend. When a manifest exists, every listed file must exist with the listed size (and,
-    when ``deep``, CRC-32), and no DCP shard, ``.metadata`` or ``common.pt`` may be unlisted.
+    when ``deep``, checksum, by the algorithm its entry names), and no DCP shard, ``.metadata`` or ``common.pt`` may be unlisted.
     Returns None for a foreign (Megatron-written) checkpoint without a manifest.
     """
     directory = Path(directory)
@@ -275,10 +306,11 @@ def _check_file(path: Path, entry: FileEntry, deep: bool) -> None:
             path, f"size is {size} bytes, manifest says {entry.size} (truncated or overwritten)"
         )
     if deep:
-        actual = describe_file(path).crc32
-        if actual != entry.crc32:
+        _, actual = checksum_file(path, entry.algorithm)
+        if actual != entry.checksum:
             raise CheckpointCorruptError(
-                path, f"crc32 is {actual}, manifest says {entry.crc32} (contents changed)"
+                path,
+                f"{entry.algorithm} is {actual}, manifest says {entry.checksum} (contents changed)",
             )
 
 

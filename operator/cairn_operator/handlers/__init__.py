@@ -1,8 +1,8 @@
 """kopf handlers of the Cairn operator, one module per handler group.
 
 Every Checkpoint watch event runs the groups in a fixed order through one kopf handler (one kopf
-invocation per event, not one per group): validation, resume point, restarts summary,
-retention, finalizer/clean-up, health bookkeeping, and the summary (phase, metrics) last.
+invocation per event, not one per group): validation, policy applied, resume point, restarts summary,
+adaptive save interval, retention, finalizer/clean-up, health bookkeeping, and the summary (phase, metrics) last.
 Groups write only operator status keys into kopf's shared ``patch``; later groups read what
 earlier ones put there (conditions, ``resumeFrom``). Pods and clean-up Jobs have their own
 watchers. ``build_registry`` registers all of it into a fresh ``kopf.OperatorRegistry``.
@@ -19,6 +19,8 @@ import kopf
 from cairn_operator.handlers import (
     cleanup,
     health,
+    interval,
+    policy,
     restarts,
     resume,
     retention,
@@ -31,8 +33,10 @@ from cairn_operator.settings import configure_kopf
 Group = Callable[[Obj, kopf.Patch, OperatorContext], Awaitable[None]]
 _LIVE_GROUPS: tuple[tuple[str, Group], ...] = (
     ("validation", validation.reconcile),
+    ("policy", policy.reconcile),
     ("resume", resume.reconcile),
     ("restarts", restarts.reconcile),
+    ("interval", interval.reconcile),
     ("retention", retention.reconcile),
 )
 

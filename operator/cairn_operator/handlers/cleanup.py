@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from cairn_agent import contract
+from cairn_agent.resource import contract
+from cairn_agent.storage.retention.arguments import delete_all_arguments
 
 from cairn_operator import k8s
 from cairn_operator.handlers.common import Obj, OperatorContext, key_of, post_event, ref, timed
 from cairn_operator.reconcile import gc_job
-from cairn_operator.reconcile.retention_plan import delete_all_arguments
 from cairn_operator.reconcile.spec import read_spec
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ CLEANUP_JOB_TTL_S = 3600
 def _cleanup_job(body: Mapping[str, Any], ctx: OperatorContext) -> dict[str, Any]:
     spec = read_spec(body.get("spec") or {})
     meta = body.get("metadata") or {}
-    command = delete_all_arguments(spec)
+    command = delete_all_arguments(spec.path)
     return gc_job.build_gc_job(
         name=gc_job.job_name(meta["name"], PURPOSE, [*command, meta.get("uid", "")]),
         namespace=meta["namespace"],

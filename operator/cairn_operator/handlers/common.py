@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ParamSpec, TypeVar, cast
 
 import kopf
-from cairn_agent import contract
+from cairn_agent.resource import contract
 
 from cairn_operator.metrics import Metrics
 from cairn_operator.reconcile import conditions

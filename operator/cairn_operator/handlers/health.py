@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from cairn_agent import contract
+from cairn_agent.resource import contract
 
 from cairn_operator import k8s
 from cairn_operator.handlers.common import (

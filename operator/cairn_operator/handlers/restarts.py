@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 import kopf
-from cairn_agent import contract
+from cairn_agent.resource import contract
 
 from cairn_operator import k8s
 from cairn_operator.handlers.common import (

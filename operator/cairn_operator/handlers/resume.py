@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import kopf
-from cairn_agent import contract
+from cairn_agent.resource import contract
 
 from cairn_operator.handlers.common import (
     Obj,

@@ -1,7 +1,7 @@
 """Retention: ``status.retention`` always; a ``cairn gc`` Job when the job is not running.
 
-The plan comes from the one planner (``cairn_agent.storage.retention``) over what the agent
-reported; the Job re-plans on disk with the same policy and protections. Its name is a digest
+The plan comes from the status planner (``cairn_agent.resource.retention``) over what the
+agent reported; the Job re-plans on disk with the same policy and protections. Its name is a digest
 of its command and plan, so the same plan never starts a second Job, even across restarts.
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 
 import kopf
-from cairn_agent import contract
+from cairn_agent.resource import contract
+from cairn_agent.resource.retention import StatusPlan
+from cairn_agent.resource.times import format_time
 
 from cairn_operator import k8s
 from cairn_operator.handlers.common import (
@@ -25,26 +27,18 @@ from cairn_operator.handlers.common import (
     set_status,
     status_of,
 )
-from cairn_operator.reconcile import conditions, gc_job, restarts
-from cairn_operator.reconcile.retention_plan import (
-    RetentionView,
-    gc_arguments,
-    job_active,
-    plan_for,
-    retention_summary,
-)
+from cairn_operator.reconcile import gc_job, restarts
+from cairn_operator.reconcile.retention_plan import job_active, plan_for, retention_summary
 from cairn_operator.reconcile.spec import SpecView, read_spec
 
 log = logging.getLogger(__name__)
 PURPOSE = "retention"
 
 
-async def _ensure_gc_job(
-    obj: Obj, spec: SpecView, view: RetentionView, ctx: OperatorContext
-) -> str:
+async def _ensure_gc_job(obj: Obj, spec: SpecView, view: StatusPlan, ctx: OperatorContext) -> str:
     """Create (or find) the retention Job; return when it was created (``lastRun``)."""
     namespace, name = key_of(obj)
-    command = gc_arguments(spec, view.protected)
+    command = gc_job.retention_command(spec.path, spec.retention, view)
     job_name = gc_job.job_name(name, PURPOSE, [*command, *map(str, view.plan.delete)])
     known = ctx.known_jobs.get((namespace, job_name))
     if known is not None:
@@ -70,7 +64,7 @@ async def _ensure_gc_job(
         log.info("%s: retention: %s", ref(obj), message)
         post_event(obj, "Normal", "RetentionJobCreated", message)
     stamp = (found.get("metadata") or {}).get("creationTimestamp")
-    last_run = str(stamp) if stamp else conditions.format_time(ctx.clock())
+    last_run = str(stamp) if stamp else format_time(ctx.clock())
     ctx.known_jobs[(namespace, job_name)] = last_run
     return last_run
 
@@ -84,7 +78,7 @@ async def reconcile(obj: Obj, patch: kopf.Patch, ctx: OperatorContext) -> None:
     last_run = (status.get(contract.RETENTION) or {}).get("lastRun")
     ledger = restarts.load_ledger(annotation(obj, LEDGER_ANNOTATION))
     active = job_active(spec, status, now=ctx.clock(), pods_running=restarts.job_running(ledger))
-    if view.plan.delete and not spec.dry_run and not active:
+    if view.plan.delete and not spec.retention.dry_run and not active:
         last_run = await _ensure_gc_job(obj, spec, view, ctx)
     summary = retention_summary(
         view, spec, max_listed=ctx.settings.max_planned_deletions, last_run=last_run

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import kopf
-from cairn_agent import contract
+from cairn_agent.resource import contract
 
 from cairn_operator.handlers.common import (
     Obj,

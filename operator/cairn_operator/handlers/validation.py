@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 import kopf
-from cairn_agent import contract
+from cairn_agent.resource import contract
+from cairn_agent.resource.status import saved_iterations
 
 from cairn_operator.handlers.common import (
     Obj,
@@ -18,7 +19,6 @@ from cairn_operator.handlers.common import (
     status_of,
 )
 from cairn_operator.reconcile import conditions
-from cairn_operator.reconcile.saved import saved_iterations
 from cairn_operator.reconcile.spec import read_spec
 from cairn_operator.reconcile.validation import ValidationResult, validate
 

@@ -1,4 +1,4 @@
-"""Kubernetes-style conditions, timestamps and the summary phase of a Checkpoint."""
+"""Kubernetes-style conditions and the summary phase of a Checkpoint."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cairn_agent import contract
+from cairn_agent.resource import contract
+from cairn_agent.resource.times import format_time
 
 Condition = dict[str, Any]
 
@@ -16,22 +17,6 @@ PHASE_READY = "Ready"
 PHASE_DEGRADED = "Degraded"
 PHASE_INVALID = "Invalid"
 PHASE_DELETING = "Deleting"
-
-
-def format_time(moment: dt.datetime) -> str:
-    """RFC 3339 in UTC with a ``Z`` suffix, second precision (what the API server stores)."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: object) -> dt.datetime | None:
-    """Parse an RFC 3339 timestamp; None for absent or malformed values (never raises)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def make_condition(

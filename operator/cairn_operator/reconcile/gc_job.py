@@ -13,13 +13,21 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from cairn_agent import contract
+from cairn_agent.resource import contract
+from cairn_agent.resource.retention import StatusPlan, gc_options
+from cairn_agent.resource.spec import RetentionSpec
+from cairn_agent.storage.retention.arguments import to_arguments
 
 LABEL_GC_FOR = f"{contract.GROUP}/gc-for"
 LABEL_PURPOSE = f"{contract.GROUP}/gc-purpose"
 VOLUME_NAME = "checkpoints"
 JobState = Literal["Running", "Succeeded", "Failed"]
 _MAX_NAME = 63
+
+
+def retention_command(path: str, retention: RetentionSpec, view: StatusPlan) -> list[str]:
+    """``cairn gc`` arguments that apply ``retention`` to the root with the plan's protections."""
+    return to_arguments(path, gc_options(retention, view))
 
 
 def job_name(checkpoint: str, purpose: str, command: Sequence[str]) -> str:

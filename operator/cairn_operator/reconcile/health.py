@@ -13,16 +13,15 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from cairn_agent import contract
+from cairn_agent.resource import contract
+from cairn_agent.resource.status import AsyncWorker
+from cairn_agent.resource.times import parse_time
 
-from cairn_operator.reconcile.conditions import parse_time
 from cairn_operator.reconcile.spec import SpecView
 
 REASON_HEALTHY = "Healthy"
 REASON_SAVE_STALLED = "SaveStalled"
 REASON_AGENT_SILENT = "AgentSilent"
-# Worker states in which silence is expected (the agent said goodbye).
-QUIET_STATES = frozenset({"Stopped", "Exited", "Finished"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,15 +61,14 @@ def assess_health(
             f"the save of iteration {flight.get('iteration')} started at {flight.get('startedAt')} "
             f"is still in flight after saveStallSeconds={spec.save_stall_s}",
         )
-    worker = status.get(contract.ASYNC_WORKER)
-    worker = worker if isinstance(worker, Mapping) else {}
-    state = worker.get("state")
+    worker = AsyncWorker.from_status(status.get(contract.ASYNC_WORKER))
     beat_age = _age(status, contract.ASYNC_WORKER, "heartbeatTime", now)
-    if beat_age is not None and state not in QUIET_STATES and beat_age > spec.heartbeat_timeout_s:
+    quiet = worker is not None and worker.quiet
+    if beat_age is not None and not quiet and beat_age > spec.heartbeat_timeout_s:
         return Health(
             True,
             REASON_AGENT_SILENT,
-            f"no agent heartbeat since {worker.get('heartbeatTime')} (limit "
+            f"no agent heartbeat since {worker.heartbeat_time if worker else None} (limit "
             f"heartbeatTimeoutSeconds={spec.heartbeat_timeout_s}); the async worker may be hung",
         )
     return Health(False, REASON_HEALTHY, "agent heartbeat and saves are on time")

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from cairn_operator.reconcile.conditions import format_time, parse_time
+from cairn_agent.resource.times import format_time, parse_time
 
 Ledger = dict[str, Any]
 _FINISHED = frozenset({"Succeeded", "Failed"})

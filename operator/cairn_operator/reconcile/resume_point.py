@@ -13,9 +13,9 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
+from cairn_agent.resource.status import SavedIteration, corrupt_iterations, saved_iterations
 from cairn_agent.storage import layout
 
-from cairn_operator.reconcile.saved import Saved, corrupt_iterations, saved_iterations
 from cairn_operator.reconcile.spec import SpecView
 
 SOURCE_PERSISTENT = "persistent"
@@ -46,7 +46,9 @@ class ResumeDecision:
         }
 
 
-def _preferred(policy: str, saved: list[Saved], pinned_it: int | None) -> tuple[int | None, str]:
+def _preferred(
+    policy: str, saved: list[SavedIteration], pinned_it: int | None
+) -> tuple[int | None, str]:
     if policy == "Pinned":
         return pinned_it, "Pinned"
     if policy == "LatestVerified":
@@ -58,7 +60,7 @@ def _preferred(policy: str, saved: list[Saved], pinned_it: int | None) -> tuple[
 
 
 def _fallback(
-    saved: list[Saved], pins: tuple[int, ...], bad: Mapping[int, str], below: int
+    saved: list[SavedIteration], pins: tuple[int, ...], bad: Mapping[int, str], below: int
 ) -> int | None:
     """Newest good candidate older than ``below``: verified first, then committed, then pinned."""
     older = [s for s in saved if s.iteration < below and s.iteration not in bad]
@@ -82,7 +84,7 @@ def choose_resume_point(spec: SpecView, status: Mapping[str, Any]) -> ResumeDeci
             reason=reason,
             message=f"resume from iteration {preferred} ({reason})",
         )
-    chosen = _fallback(saved, spec.pinned, bad, preferred)
+    chosen = _fallback(saved, spec.retention.pinned, bad, preferred)
     why = f"iteration {preferred} is corrupt ({bad[preferred]})"
     if chosen is None:
         return ResumeDecision(

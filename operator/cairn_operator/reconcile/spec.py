@@ -2,6 +2,8 @@
 
 The API server applies the CRD's defaults on write, but objects created before a CRD upgrade,
 or served by an emulator, may lack them; reconcile code reads the spec only through this view.
+Sections shared with the agent's tools (``spec.retention``) are read by
+``cairn_agent.resource.spec``, which holds their defaults.
 """
 
 from __future__ import annotations
@@ -9,6 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
+
+from cairn_agent.resource.spec import RetentionSpec, as_int, section
+
+from cairn_operator.reconcile.adaptive import AdaptivePolicy, read_policy
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -29,6 +35,10 @@ class SpecView:
     """``save.nonPersistentInterval``."""
     non_persistent_type: str
     """``save.nonPersistentType``: global or local."""
+    save_policy: str
+    """``save.policy``: Fixed (the intervals above) or Adaptive (the operator chooses them)."""
+    adaptive: AdaptivePolicy | None
+    """``save.adaptive`` if set with usable bounds (it acts only with policy Adaptive)."""
     async_enabled: bool
     """``asyncWorker.enabled``."""
     async_persistent: bool
@@ -39,14 +49,8 @@ class SpecView:
     """``asyncWorker.saveStallSeconds``."""
     replication_factor: int
     """``replication.factor``."""
-    keep_last: int | None
-    """``retention.keepLast``."""
-    keep_every: int | None
-    """``retention.keepEvery``."""
-    pinned: tuple[int, ...]
-    """``retention.pinned``."""
-    dry_run: bool
-    """``retention.dryRun``."""
+    retention: RetentionSpec
+    """``retention``: keepLast, keepEvery, pinned, dryRun."""
     resume_policy: str
     """``resume.policy``: LatestVerified, LatestCommitted or Pinned."""
     resume_iteration: int | None
@@ -55,43 +59,29 @@ class SpecView:
     """``deletionPolicy``: Retain or Delete."""
 
 
-def _section(spec: Mapping[str, Any], *keys: str) -> Mapping[str, Any]:
-    node: Any = spec
-    for key in keys:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    return node if isinstance(node, Mapping) else {}
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def read_spec(spec: Mapping[str, Any]) -> SpecView:
     """Read ``spec`` tolerantly: missing or mistyped fields take the CRD's defaults."""
-    persistent = _section(spec, "storage", "persistent")
-    save = _section(spec, "save")
-    worker = _section(spec, "asyncWorker")
-    retention = _section(spec, "retention")
-    resume = _section(spec, "resume")
-    pinned = retention.get("pinned") or ()
+    persistent = section(spec, "storage", "persistent")
+    save = section(spec, "save")
+    worker = section(spec, "asyncWorker")
+    resume = section(spec, "resume")
     return SpecView(
         claim_name=str(persistent.get("claimName", "")),
         mount_path=str(persistent.get("mountPath", "")),
         path=str(persistent.get("path", "")),
-        local_path=_section(spec, "storage", "local").get("path"),
-        save_interval=_int(save.get("interval")),
-        non_persistent_interval=_int(save.get("nonPersistentInterval")),
+        local_path=section(spec, "storage", "local").get("path"),
+        save_interval=as_int(save.get("interval")),
+        non_persistent_interval=as_int(save.get("nonPersistentInterval")),
         non_persistent_type=str(save.get("nonPersistentType", "global")),
+        save_policy=str(save.get("policy", "Fixed")),
+        adaptive=read_policy(save),
         async_enabled=bool(worker.get("enabled", False)),
         async_persistent=bool(worker.get("persistent", True)),
-        heartbeat_timeout_s=_int(worker.get("heartbeatTimeoutSeconds")) or 120,
-        save_stall_s=_int(worker.get("saveStallSeconds")) or 1800,
-        replication_factor=_int(_section(spec, "replication").get("factor")) or 1,
-        keep_last=_int(retention.get("keepLast", 3)),
-        keep_every=_int(retention.get("keepEvery")),
-        pinned=tuple(sorted({p for p in pinned if _int(p) is not None})),
-        dry_run=bool(retention.get("dryRun", False)),
+        heartbeat_timeout_s=as_int(worker.get("heartbeatTimeoutSeconds")) or 120,
+        save_stall_s=as_int(worker.get("saveStallSeconds")) or 1800,
+        replication_factor=as_int(section(spec, "replication").get("factor")) or 1,
+        retention=RetentionSpec.from_spec(spec),
         resume_policy=str(resume.get("policy", "LatestVerified")),
-        resume_iteration=_int(resume.get("iteration")),
+        resume_iteration=as_int(resume.get("iteration")),
         deletion_policy=str(spec.get("deletionPolicy", "Retain")),
     )

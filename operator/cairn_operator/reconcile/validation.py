@@ -46,20 +46,26 @@ def _storage_errors(spec: SpecView) -> list[str]:
 
 def _cadence_errors(spec: SpecView) -> list[str]:
     errors = []
-    if spec.async_enabled and spec.keep_last is not None and spec.keep_last < 2:
+    retention = spec.retention
+    if spec.async_enabled and retention.keep_last is not None and retention.keep_last < 2:
         errors.append(
-            f"spec.retention.keepLast={spec.keep_last} with the async worker enabled could "
+            f"spec.retention.keepLast={retention.keep_last} with the async worker enabled could "
             "delete the only committed checkpoint while the next one is saving; use 2 or more"
         )
     interval = spec.save_interval
-    if interval and spec.keep_every and spec.keep_every % interval:
+    if interval and retention.keep_every and retention.keep_every % interval:
         errors.append(
-            f"spec.retention.keepEvery={spec.keep_every} is not a multiple of "
+            f"spec.retention.keepEvery={retention.keep_every} is not a multiple of "
             f"spec.save.interval={interval}, so most milestones are never saved; use a "
             f"multiple of {interval}"
         )
     if spec.resume_policy == "Pinned" and spec.resume_iteration is None:
         errors.append("spec.resume.policy=Pinned needs spec.resume.iteration")
+    if spec.save_policy == "Adaptive" and spec.adaptive is None:
+        errors.append(
+            "spec.save.policy=Adaptive needs spec.save.adaptive.minInterval and maxInterval "
+            "(1 <= minInterval <= maxInterval); set both, or use policy Fixed"
+        )
     return errors
 
 
@@ -67,16 +73,21 @@ def _warnings(spec: SpecView, saved: Sequence[int]) -> list[str]:
     warnings = []
     interval = spec.save_interval
     if interval:
-        never = [p for p in spec.pinned if p % interval]
+        never = [p for p in spec.retention.pinned if p % interval]
         if never:
             warnings.append(
                 f"pinned iterations {never} are not multiples of spec.save.interval={interval} "
                 "and may never be saved"
             )
     if saved:
-        absent = [p for p in spec.pinned if p not in saved and p < max(saved)]
+        absent = [p for p in spec.retention.pinned if p not in saved and p < max(saved)]
         if absent:
             warnings.append(f"pinned iterations {absent} are not among the saved iterations")
+    if spec.save_policy != "Adaptive" and spec.adaptive is not None:
+        warnings.append(
+            "spec.save.adaptive has no effect while spec.save.policy is Fixed; set policy "
+            "Adaptive to let the operator choose the intervals"
+        )
     npi = spec.non_persistent_interval
     if interval and npi and npi >= interval:
         warnings.append(

@@ -1,0 +1,107 @@
+"""One family of agreement primitives: every rank agrees, or every rank raises the same error.
+
+Two shapes cover every cross-rank decision Cairn makes:
+
+- :func:`on_coordinator` — the coordinator (rank 0 of ``group``) does the work alone (reads a
+  tracker, creates a staging dir, commits) and broadcasts the result; when it failed, every rank
+  raises an error of the same type with the same message. A one-rank failure therefore never
+  leaves the other ranks waiting in the next collective.
+- :func:`agree` — every rank runs its own part; all ranks learn whether it worked everywhere.
+  :func:`run_agreed` raises ``CommitError`` everywhere on failure; :func:`agreed_outcome`
+  returns the outcome so the caller can classify it (the load fallback does).
+
+Built on :mod:`cairn_agent.engine.dist`; usable without a process group (a group of one).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch.distributed as dist
+from torch.distributed.checkpoint.api import CheckpointException
+
+from cairn_agent.engine.dist import all_reduce_min_int, broadcast_object, get_rank
+from cairn_agent.errors import CommitError
+
+T = TypeVar("T")
+
+COORDINATOR = 0
+"""The rank (within the group) that acts alone for the group: commits, publishes, reads."""
+
+
+def describe_error(error: BaseException) -> str:
+    """One line naming the error; for DCP's ``CheckpointException``, each failed rank's error."""
+    if isinstance(error, CheckpointException):
+        causes = "; ".join(
+            f"rank {rank}: {type(exc).__name__}: {exc}"
+            for rank, (exc, _) in sorted(error.failures.items())
+        )
+        return f"DCP failed on ranks {sorted(error.failures)} ({causes})"
+    return f"{type(error).__name__}: {error}"
+
+
+def all_agree(ok: bool, group: dist.ProcessGroup | None = None) -> bool:
+    """True on every rank iff ``ok`` is True on every rank."""
+    return all_reduce_min_int(int(bool(ok)), group) == 1
+
+
+def _portable(error: Exception) -> Exception:
+    """``error`` itself when it survives pickling (it is broadcast), else a RuntimeError."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any pickling failure means "send a description instead"
+        return RuntimeError(describe_error(error))
+    return error
+
+
+def on_coordinator(fn: Callable[[], T], group: dist.ProcessGroup | None = None) -> T:
+    """The coordinator runs ``fn``; every rank returns its result or raises its error.
+
+    The error re-raised on the other ranks is the coordinator's exception, unpickled (same type,
+    same message); the coordinator re-raises its original exception with its traceback.
+    """
+    result: T | None = None
+    error: Exception | None = None
+    if get_rank(group) == COORDINATOR:
+        try:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001 - broadcast, then raised on every rank
+            error = exc
+    message = (result, _portable(error) if error is not None else None)
+    shared_result, shared_error = broadcast_object(message, COORDINATOR, group)
+    if error is not None:
+        raise error
+    if shared_error is not None:
+        raise shared_error
+    return shared_result  # type: ignore[no-any-return]
+
+
+def agreed_outcome(
+    fn: Callable[[], T], group: dist.ProcessGroup | None = None
+) -> tuple[T | None, BaseException | None, bool]:
+    """Run ``fn`` on every rank: ``(result, own error, ok everywhere)``; never raises."""
+    error: BaseException | None = None
+    result: T | None = None
+    try:
+        result = fn()
+    # DCP's CheckpointException derives from BaseException, not Exception.
+    except (Exception, CheckpointException) as exc:  # noqa: BLE001 - returned to the caller
+        error = exc
+    return result, error, all_agree(error is None, group)
+
+
+def run_agreed(step: str, fn: Callable[[], T], group: dist.ProcessGroup | None = None) -> T:
+    """Run the rank-local ``fn``; if it failed on any rank, every rank raises ``CommitError``.
+
+    Every rank calls this at the same point, so no rank walks on into the next collective while
+    another has left: a one-rank failure becomes a clean error on all ranks instead of a hang.
+    """
+    result, error, ok = agreed_outcome(fn, group)
+    if ok:
+        return result  # type: ignore[return-value]
+    rank = get_rank(group)
+    if error is not None:
+        raise CommitError(f"{step} failed on rank {rank}: {describe_error(error)}") from error
+    raise CommitError(f"{step} failed on another rank (this rank {rank} succeeded)")

@@ -1,0 +1,1 @@
+"""Node-local checkpoints: nvidia-resiliency-ext's manager and layout, Cairn's replication."""

@@ -1,0 +1,1 @@
+"""The Checkpoint resource contract (torch-free): names, spec view, status vocabulary."""
