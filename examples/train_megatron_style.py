@@ -35,6 +35,7 @@ from cairn_agent.checkpointing import (
     load_checkpoint,
     maybe_finalize_async_save,
     save_checkpoint,
+    save_due,
 )
 from cairn_agent.config import CheckpointConfig, ConfigContainer
 from cairn_agent.state.train import GlobalState
@@ -90,7 +91,12 @@ def train_step(model: torch.nn.Module, optimizer: Any, scheduler: Any, step: int
 
 
 def train(args: argparse.Namespace) -> None:
-    """One rank's loop: resume, train to ``--steps``, save every ``--save-interval``."""
+    """One rank's loop: resume, train to ``--steps``, save when a save is due.
+
+    ``save_due`` answers from the effective policy: ``--save-interval`` until the job's
+    Checkpoint (``CAIRN_CHECKPOINT``) sets ``spec.save.interval``, which then applies from the
+    next step on every rank. It also answers the cluster's save requests and SIGTERM itself.
+    """
     model, optimizer, scheduler, state = build(args)
     start, flops = load_checkpoint(state, [model], optimizer, scheduler)
     state.train_state.step = start
@@ -100,7 +106,7 @@ def train(args: argparse.Namespace) -> None:
         state.train_state.step = step
         flops += 1_000
         state.train_state.floating_point_operations_so_far = flops
-        if step % args.save_interval == 0:
+        if save_due(state).persistent:
             save_checkpoint(state, [model], optimizer, scheduler, int(flops))
             done = "scheduled" if args.async_save else "saved"
             log(f"step {step}: loss {loss:.5f}, checkpoint {done}")

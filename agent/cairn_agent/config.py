@@ -67,7 +67,8 @@ class CheckpointConfig:
     non_persistent_global_ckpt_dir: str | None = None
     """Root of global non-persistent checkpoints; default ``<save>/non_persistent``."""
     non_persistent_local_ckpt_dir: str | None = None
-    """Node-local directory of local non-persistent checkpoints."""
+    """Node-local directory of local non-persistent checkpoints; ``{node}`` in it becomes the
+    node's name (``$CAIRN_LOCAL_DIR``, when set, overrides it per node)."""
     non_persistent_local_ckpt_algo: Literal["fully_parallel", "atomic"] = "fully_parallel"
     """Algorithm nvidia-resiliency-ext uses to build local checkpoints."""
     finetune: bool = False
@@ -109,7 +110,7 @@ class CheckpointConfig:
     replication: bool = False
     """Replicate local non-persistent checkpoints to peer nodes."""
     replication_jump: int | None = None
-    """Rank distance between replicas (usually the number of ranks per node)."""
+    """Rank distance between replicas; None: the ranks per node the launcher reports."""
     replication_factor: int = 2
     """Number of copies of each local checkpoint, including the original."""
     storage_writers_per_rank: int = 1
@@ -204,9 +205,10 @@ class CheckpointConfig:
             raise ValueError(
                 "non_persistent_ckpt_type='local' needs non_persistent_local_ckpt_dir (a node-local path)"
             )
-        if self.replication and (self.replication_jump is None or self.replication_jump < 1):
+        if self.replication_jump is not None and self.replication_jump < 1:
             raise ValueError(
-                "replication=True needs replication_jump >= 1 (usually ranks per node)"
+                f"replication_jump must be >= 1 (usually ranks per node), got "
+                f"{self.replication_jump}; or leave it None for the launcher's ranks per node"
             )
         if self.replication_factor < 1:
             raise ValueError(f"replication_factor must be >= 1, got {self.replication_factor}")

@@ -13,8 +13,9 @@ from typing import Any
 
 import kopf
 from cairn_agent.resource import contract
-from kopf._cogs.clients import api as kopf_api
-from kopf._cogs.clients import errors as kopf_errors
+
+from cairn_operator._kopf_compat import api as kopf_api
+from cairn_operator._kopf_compat import errors as kopf_errors
 
 _MERGE = {"Content-Type": "application/merge-patch+json"}
 # A single attempt: callers are handlers that kopf retries as a whole, idempotently.

@@ -104,6 +104,12 @@ class Metrics:
             _LABELS,
             registry=self.registry,
         )
+        self.preemptions = Counter(
+            "cairn_preemptions",
+            "Preemptions announced to a job (each asks it for a save), by the signal",
+            (*_LABELS, "reason"),
+            registry=self.registry,
+        )
         self.reconcile_seconds = Histogram(
             "cairn_operator_reconcile_duration_seconds",
             "Duration of one handler run",

@@ -73,7 +73,7 @@ def test_defaults_match_megatron_bridge() -> None:
         ({"non_persistent_ckpt_type": "in_memory"}, "'global', 'local' or None"),
         ({"dist_ckpt_strictness": "strict"}, "use one of"),
         ({"save_interval": 0}, "positive"),
-        ({"replication": True}, "replication_jump"),
+        ({"replication": True, "replication_jump": 0}, "replication_jump"),
     ],
 )
 def test_invalid_combinations_say_what_to_change(kwargs: dict[str, Any], hint: str) -> None:

@@ -118,6 +118,19 @@ OPERATOR_STATUS: dict[str, Any] = {
             "recentRecoverySeconds": [300.0],
         },
     },
+    contract.LAST_PREEMPTION: {
+        "reason": "NodeCordoned",
+        "message": "node/worker-1 (running pod/train-0) is cordoned",
+        "announcedAt": NOW,
+        "deadline": NOW,
+        "requestId": "preempt-node-worker-1-u1",
+        "signals": ["NodeCordoned node/worker-1", "PodEvicted pod/train-0"],
+        "iteration": 2100,
+        "saveSeconds": 4.5,
+        "committedAt": NOW,
+        "outcome": "Committed",
+        "answeredBy": "preempt-node-worker-1-u1",
+    },
 }
 
 

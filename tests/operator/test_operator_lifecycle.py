@@ -68,7 +68,7 @@ def test_retention_job_once_across_operator_restarts(sandbox: Sandbox, clock: Sh
             "gc",
             lambda o: (
                 o["status"]["retention"].get("lastRun")
-                and len(o["status"].get("conditions") or ()) == 3
+                and len(o["status"].get("conditions") or ()) == 4  # PreemptionSafe is the 4th
             ),
         )
     container = job["spec"]["template"]["spec"]["containers"][0]

@@ -148,8 +148,12 @@ def _assert_wired(
         ("", "pods"),
         ("", "events"),
         ("batch", "jobs"),
+        ("kueue.x-k8s.io", "workloads"),
+        ("jobset.x-k8s.io", "jobsets"),
     ]:
         assert need in granted
+    # Nodes are cluster-scoped: watched (cordon, NoExecute taint) by cluster-wide installs only.
+    assert (("", "nodes") in granted) == (role["kind"] == "ClusterRole")
 
 
 def test_variant_render_single_namespace_with_service_monitor() -> None:

@@ -24,13 +24,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from megatron.core.dist_checkpointing.strategies.torch import MCoreSavePlanner
-from torch.distributed.checkpoint.filesystem import _StoragePrefix
 from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import SavePlan, WriteItemType
 
 from cairn_agent.async_save.slots import SlotKey, slot_key
 from cairn_agent.engine import collectives
 from cairn_agent.engine import dist as cdist
+from cairn_agent.engine._torch_compat import StoragePrefix
 from cairn_agent.engine.sharded import split_for_dcp, validate_sharding
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _global_metadata(
 
 def _with_prefix(plan: SavePlan, rank: int) -> SavePlan:
     """Give the plan the per-rank file prefix ``__<rank>_`` megatron-core's files carry."""
-    return dataclasses.replace(plan, storage_data=_StoragePrefix(f"__{rank}_"))
+    return dataclasses.replace(plan, storage_data=StoragePrefix(f"__{rank}_"))
 
 
 @dataclass

@@ -236,10 +236,15 @@ class AsyncSaveQueue:
         return sum(1 for entry in self._inflight if not entry.done)
 
     def oldest_in_flight_s(self, now: float | None = None) -> float:
-        """Seconds since the oldest save still in flight on this rank was scheduled (0: none)."""
-        if not self._inflight:
+        """Seconds since the oldest save this rank's worker has not finished was scheduled (0:
+        none). Local and non-blocking: a save already written but not finalized yet (training
+        was busy between two finalizes) is not stalled and does not count."""
+        if self._inflight:
+            self._collect_replies(blocking=False)
+        unfinished = [entry for entry in self._inflight if not entry.done]
+        if not unfinished:
             return 0.0
-        return max(0.0, (time.time() if now is None else now) - self._inflight[0].started_at)
+        return max(0.0, (time.time() if now is None else now) - unfinished[0].started_at)
 
     def abort_in_flight(self, reason: str) -> None:
         """Kill this rank's worker and fail every save in flight with ``reason``.

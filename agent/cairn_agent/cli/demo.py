@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from cairn_agent.cli import demo_live
 from cairn_agent.cli import gc as gc_command
 from cairn_agent.cli import inspect as inspect_command
 from cairn_agent.cli import verify as verify_command
@@ -281,6 +282,17 @@ def continue_training(context: DemoContext) -> None:
     )
 
 
+def steer_the_running_job(context: DemoContext) -> None:
+    """The SRE edits save interval and retention with kubectl patch; the running job follows."""
+    argv = _training_args(context, demo_live.LIVE_STEPS)
+    saved = demo_live.steer_live(context.kube(), CHECKPOINT, argv, lambda m: say(context, m))
+    say(
+        context,
+        f"saves of generation 2: {saved} (every {SAVE_INTERVAL}, then every "
+        f"{demo_live.NEW_INTERVAL} once the job applied the edit)",
+    )
+
+
 def inspect_and_plan(context: DemoContext) -> None:
     """``cairn inspect``, ``cairn verify --deep`` (all good again), ``cairn gc --dry-run``."""
     print(f"$ cairn inspect {context.root}", file=context.out)
@@ -291,13 +303,14 @@ def inspect_and_plan(context: DemoContext) -> None:
     corrupt = [f.detail for f in findings if f.status != "ok"]
     if corrupt:
         raise RuntimeError(f"the demo's checkpoint root failed verification: {corrupt}")
-    options = GcOptions(policy=RetentionPolicy(keep_last=KEEP_LAST), dry_run=True)
+    keep_last = demo_live.NEW_KEEP_LAST
+    options = GcOptions(policy=RetentionPolicy(keep_last=keep_last), dry_run=True)
     print(f"$ cairn {' '.join(to_arguments(str(context.root), options))}", file=context.out)
     print(gc_command.render(gc_command.collect(context.root, options)), file=context.out)
     say(
         context,
-        f"the job kept iteration {_corrupted(context) - SAVE_INTERVAL} beyond keepLast "
-        f"{KEEP_LAST}: the agent protects the checkpoint a run resumed from while that run lasts",
+        f"the job kept iteration {SECOND_RUN_STEPS} beyond keepLast {keep_last}: the agent "
+        "protects the checkpoint a run resumed from while that run lasts",
     )
 
 
@@ -321,6 +334,8 @@ STEPS: tuple[Step, ...] = (
     Step("Restart: the agent refuses the corrupt checkpoint, the operator falls back",
          restart_and_fall_back),
     Step("Training goes on and saves good checkpoints past the corrupt one", continue_training),
+    Step("The SRE edits the policy with kubectl patch; the running job follows, no restart",
+         steer_the_running_job),
     Step("Inspect, verify and plan retention (cairn inspect / verify / gc --dry-run)",
          inspect_and_plan),
 )  # fmt: skip

@@ -189,14 +189,20 @@ class TrainingJob:
 
 
 def start_training(
-    cluster: DemoCluster, argv: Sequence[str], *, generation: int, checkpoint: str
+    cluster: DemoCluster,
+    argv: Sequence[str],
+    *,
+    generation: int,
+    checkpoint: str,
+    **env_extra: str,
 ) -> TrainingJob:
     """Start the demo's training job (all ranks) reporting to ``checkpoint``."""
     env = cluster.env(
         **{
             contract.ENV_CHECKPOINT: f"{NAMESPACE}/{checkpoint}",
             contract.ENV_GENERATION: str(generation),
-        }
+        },
+        **env_extra,
     )
     command = [sys.executable, "-m", "cairn_agent.cli.demo_train", *argv]
     print(

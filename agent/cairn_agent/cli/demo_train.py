@@ -16,11 +16,14 @@ import argparse
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from cairn_agent.errors import PreemptedExit
 
 RANK0_PREFIX = "[rank 0] "
 """Lines the ranks print for the demo start with this (the demo shows only these)."""
@@ -35,6 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save-interval", type=int, required=True, help="save every N steps")
     parser.add_argument("--keep", type=int, default=2, help="keep the newest K checkpoints")
     parser.add_argument("--world-size", type=int, default=2, help="ranks to start")
+    parser.add_argument(
+        "--pace", type=float, default=0.0, help="seconds each step takes at least (a slower job)"
+    )
     parser.add_argument(
         "--hold",
         type=Path,
@@ -134,8 +140,12 @@ def _hold(state: Any, hold: Path) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    """One rank's loop: resume, train to ``--steps``, save every ``--save-interval``."""
-    from cairn_agent.checkpointing import load_checkpoint, save_checkpoint
+    """One rank's loop: resume, train to ``--steps``, save when the effective policy says so.
+
+    The cadence comes from ``checkpointing.save_due``: the script's ``--save-interval`` until the
+    Checkpoint's spec sets one, then the spec's, switched at the same step on every rank.
+    """
+    from cairn_agent.checkpointing import load_checkpoint, save_checkpoint, save_due
 
     model, optimizer, scheduler, state = _build(args)
     start, flops = load_checkpoint(state, [model], optimizer, scheduler)
@@ -146,14 +156,18 @@ def train(args: argparse.Namespace) -> None:
     saved: list[int] = []
     last_loss = float("nan")
     for step in range(start + 1, args.steps + 1):
+        began = time.monotonic()
         loss = _train_step(model, optimizer, step)
         state.train_state.step = step
         flops += 1_000
         state.train_state.floating_point_operations_so_far = flops
-        if step % args.save_interval == 0:
+        due = save_due(state)
+        if due.persistent:
             save_checkpoint(state, [model], optimizer, scheduler, int(flops))
+        if due.persistent or due.saved:
             saved.append(step)
         last_loss = loss
+        time.sleep(max(0.0, args.pace - (time.monotonic() - began)))
     say(f"trained steps {start + 1}..{args.steps} (loss {last_loss:.4f}), saved {saved}")
     _flush_reports(state)
 
@@ -173,6 +187,18 @@ def rank_main(rank: int, world_size: int, store: str, args: argparse.Namespace) 
         dist.destroy_process_group()
 
 
+def _forward_sigterm(procs: list[Any]) -> None:
+    """A SIGTERM to the launcher (what the kubelet sends a container) reaches every rank, as
+    torchrun forwards it; the ranks then save the step they reached and exit 143."""
+
+    def forward(signum: int, frame: Any) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ctx = mp.get_context("spawn")
@@ -184,9 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for proc in procs:
             proc.start()
+        _forward_sigterm(procs)
         for proc in procs:
             proc.join()
     failed = {r: p.exitcode for r, p in enumerate(procs) if p.exitcode != 0}
+    if failed and set(failed.values()) == {PreemptedExit.CODE}:
+        print("every rank saved and stopped on SIGTERM", file=sys.stderr)
+        return PreemptedExit.CODE
     if failed:
         print(f"ranks failed (rank: exit code): {failed}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@
     kubectl cairn pin NAME ITERATION                add to spec.retention.pinned
     kubectl cairn unpin NAME ITERATION              remove from spec.retention.pinned
     kubectl cairn resume-from NAME ITERATION|latest pin the resume point, or go back to latest
+    kubectl cairn save-now NAME [--wait S]          one persistent save at the job's next step
     kubectl cairn verify NAME                       what the agent reported (exit 2 on corruption)
 
 kubectl's ``-n/--namespace``, ``-A``, ``--context``, ``--kubeconfig``, ``--cluster``, ``--user``
@@ -15,6 +16,8 @@ before a plugin's name). Every call goes through the ``kubectl`` binary.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +26,7 @@ from typing import Any, NoReturn
 from cairn_agent.cli import formatting, kubectl_views
 from cairn_agent.cli.kubectl_client import Kubectl, KubectlFlags, split_global_flags
 from cairn_agent.errors import CairnError
+from cairn_agent.resource import contract
 
 EXIT_ERROR = 1
 EXIT_CORRUPT = 2
@@ -66,6 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("name")
     resume.add_argument("iteration", help=f"an iteration, or '{LATEST}' for LatestVerified")
     resume.set_defaults(func=cmd_resume_from)
+    save_now = sub.add_parser(
+        "save-now", help="ask the running job for one persistent save at its next step"
+    )
+    save_now.add_argument("name")
+    save_now.add_argument("--reason", default="requested with kubectl cairn save-now")
+    save_now.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the job's answer (exit 1 if it failed or did not answer)",
+    )
+    save_now.set_defaults(func=cmd_save_now)
     verify = sub.add_parser("verify", help="show the verification state the agent reported")
     verify.add_argument("name")
     verify.set_defaults(func=cmd_verify)
@@ -185,6 +202,50 @@ def cmd_resume_from(args: argparse.Namespace, kubectl: Kubectl) -> int:
     )
     print(f"checkpoint.cairn.dev/{args.name} will resume from {shown} at the next (re)start")
     return 0
+
+
+def save_now_patch(reason: str, now: float) -> dict[str, Any]:
+    """The ``spec.saveNow`` merge patch: a new request id makes it a new request."""
+    stamp = dt.datetime.fromtimestamp(now, dt.UTC)
+    request_id = f"manual-{stamp:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
+    return {
+        "saveNow": {
+            "requestId": request_id,
+            "reason": reason[:256],
+            "requestedAt": stamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    }
+
+
+def cmd_save_now(args: argparse.Namespace, kubectl: Kubectl) -> int:
+    patch = save_now_patch(args.reason, time.time())
+    request_id = patch["saveNow"]["requestId"]
+    kubectl.update_spec(args.name, lambda obj: patch)
+    print(f"checkpoint.cairn.dev/{args.name} save requested ({request_id})")
+    if args.wait <= 0:
+        return 0
+    answer = _wait_for_answer(kubectl, args.name, request_id, args.wait)
+    if answer is None:
+        print(f"no answer from the job within {args.wait:g}s (is it running?)", file=sys.stderr)
+        return 1
+    if answer.get("outcome") != "Committed":
+        print(f"the save failed: {answer.get('message')}", file=sys.stderr)
+        return 1
+    print(f"iteration {answer.get('iteration')} committed in {answer.get('saveSeconds')}s")
+    return 0
+
+
+def _wait_for_answer(
+    kubectl: Kubectl, name: str, request_id: str, timeout: float
+) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = kubectl.get_checkpoint(name).get("status") or {}
+        answer = status.get(contract.LAST_SAVE_REQUEST)
+        if isinstance(answer, dict) and answer.get("requestId") == request_id:
+            return answer
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    return None
 
 
 def _warn_if_unknown(obj: dict[str, Any], iteration: int | None) -> None:

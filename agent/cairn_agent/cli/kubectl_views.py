@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn_agent.cli import adaptive_view, formatting
+from cairn_agent.cli import adaptive_view, formatting, policy_view, preemption_view
 from cairn_agent.resource import contract
 from cairn_agent.resource.retention import plan_from_status, published_resume_point
 from cairn_agent.resource.spec import RetentionSpec
@@ -74,7 +74,9 @@ def describe(obj: dict[str, Any], now: float) -> str:
         _header(obj),
         _spec_summary(obj),
         _progress(obj, now),
+        policy_view.section(obj),
         adaptive_view.section(obj, now),
+        preemption_view.section(obj, now),
         _saved_table(obj, now),
         _corrupt_lines(obj),
         _retention_section(obj),

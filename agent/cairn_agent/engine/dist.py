@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch._C._distributed_c10d import HashStore
 
 from cairn_agent.engine.device import collective_device
 
@@ -114,7 +113,7 @@ def single_process_group() -> Iterator[None]:
     if is_distributed():
         yield
         return
-    dist.init_process_group("gloo", store=HashStore(), rank=0, world_size=1)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # type: ignore[attr-defined]  # public API; the stubs do not re-export it
     try:
         yield
     finally:

@@ -35,13 +35,13 @@ from megatron.core.dist_checkpointing.strategies.torch import (
     _replace_state_dict_keys_with_sharded_keys,
     mcore_to_pyt_state_dict,
 )
-from megatron.core.dist_checkpointing.utils import _clean_metadata_for_serialization
 from megatron.core.dist_checkpointing.validation import (
     determine_global_metadata,
     validate_sharding_integrity,
 )
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
+from cairn_agent.engine._mcore_compat import clean_metadata_for_serialization
 from cairn_agent.engine.collectives import run_agreed
 from cairn_agent.engine.dcp_files import ChecksumFileSystemWriter
 from cairn_agent.engine.dist import get_rank
@@ -126,7 +126,7 @@ def split_for_dcp(
     sharded, common = save_preprocess(copied, validate_access_integrity=False)
     if _CONTENT_METADATA in common:
         # megatron-core strips runtime-only entries (process groups) before pickling.
-        common[_CONTENT_METADATA] = _clean_metadata_for_serialization(common[_CONTENT_METADATA])
+        common[_CONTENT_METADATA] = clean_metadata_for_serialization(common[_CONTENT_METADATA])
     flat, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded, keep_only_main_replica=True)
     return sharded, common, mcore_to_pyt_state_dict(flat, is_loading=False)
 

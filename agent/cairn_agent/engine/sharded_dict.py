@@ -28,8 +28,8 @@ from megatron.core.dist_checkpointing.mapping import (
 )
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, Shard
-from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
+from cairn_agent.engine._torch_compat import local_shape_and_global_offset
 from cairn_agent.engine.dist import get_rank
 
 
@@ -77,9 +77,7 @@ def dtensor_to_sharded_tensor(key: str, tensor: DTensor) -> ShardedTensor:
                 "redistribute it to Shard/Replicate placements first"
             )
     global_shape = tuple(tensor.shape)
-    local_shape, global_offset = compute_local_shape_and_global_offset(
-        global_shape, mesh, placements
-    )
+    local_shape, global_offset = local_shape_and_global_offset(global_shape, mesh, placements)
     local = tensor.to_local().detach()
     return ShardedTensor(
         key=key,

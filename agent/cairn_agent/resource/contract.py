@@ -77,9 +77,22 @@ OBSERVED_GENERATION: Final = "observedGeneration"
 # {state, message, computedAt, persistent, nonPersistent, inputs, observation}: spec.save.policy
 # Adaptive's published intervals and their inputs (cairn_operator/reconcile/adaptive.py).
 ADAPTIVE_INTERVAL: Final = "adaptiveInterval"
+# {reason, announcedAt, deadline, requestId, signals, iteration, saveSeconds, outcome, message}:
+# the newest preemption the operator saw announced and the job's answer to its save request
+# (cairn_operator/reconcile/preemption.py).
+LAST_PREEMPTION: Final = "lastPreemption"
 
 OPERATOR_STATUS_KEYS: Final = frozenset(
-    {CONDITIONS, PHASE, RESUME_FROM, RETENTION, RESTARTS, OBSERVED_GENERATION, ADAPTIVE_INTERVAL}
+    {
+        CONDITIONS,
+        PHASE,
+        RESUME_FROM,
+        RETENTION,
+        RESTARTS,
+        OBSERVED_GENERATION,
+        ADAPTIVE_INTERVAL,
+        LAST_PREEMPTION,
+    }
 )
 
 # Bounds that keep the object far below etcd's limits (DESIGN.md §4: well under 100 KiB).
@@ -92,6 +105,7 @@ COND_VALID: Final = "Valid"
 COND_POLICY_APPLIED: Final = "PolicyApplied"
 COND_RESUME_POINT_SELECTED: Final = "ResumePointSelected"
 COND_DEGRADED: Final = "Degraded"
+COND_PREEMPTION_SAFE: Final = "PreemptionSafe"
 
 # The vocabulary of the agent's entries (worker states, save phases) and their typed readers and
 # writers: ``cairn_agent.resource.status``.

@@ -73,6 +73,7 @@ def plan_from_status(
     )
 
 
-def gc_options(retention: RetentionSpec, view: StatusPlan) -> GcOptions:
-    """The ``cairn gc`` run that applies ``retention`` on disk with the plan's protections."""
-    return GcOptions(policy=policy_of(retention), protect=frozenset(view.protected))
+def gc_options(retention: RetentionSpec, view: StatusPlan, *, deep: bool = False) -> GcOptions:
+    """The ``cairn gc`` run that applies ``retention`` on disk with the plan's protections;
+    ``deep`` (``spec.verification.deep``) checksums files when finding the newest verified."""
+    return GcOptions(policy=policy_of(retention), protect=frozenset(view.protected), deep=deep)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cairn_agent.engine._mcore_compat import rerun_state_machine_initialised
 from cairn_agent.state.model import SAVED_OPTIMIZER_KWARG, generate_state_dict
 from cairn_agent.state.peft import apply_peft_adapter_filter_to_state_dict
 from cairn_agent.state.rng import get_rng_state
@@ -52,11 +53,9 @@ def metadata_for(state: GlobalState) -> dict[str, Any]:
 
 def rerun_state(train_data_iterator: Any) -> dict[str, Any] | None:
     """megatron-core's rerun state machine state, when the run initialised one."""
-    try:
-        from megatron.core import rerun_state_machine as rsm
-    except ImportError:
-        return None
-    if getattr(rsm, "_GLOBAL_RERUN_STATE_MACHINE", None) is None:
+    from megatron.core import rerun_state_machine as rsm
+
+    if not rerun_state_machine_initialised():
         return None  # asking would implicitly create one (and warn); nothing to save
     state: dict[str, Any] | None = rsm.get_rerun_state_machine().state_dict(
         data_iterator=train_data_iterator, ckpt_format="torch_dist"

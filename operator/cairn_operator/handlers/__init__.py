@@ -2,10 +2,12 @@
 
 Every Checkpoint watch event runs the groups in a fixed order through one kopf handler (one kopf
 invocation per event, not one per group): validation, policy applied, resume point, restarts summary,
-adaptive save interval, retention, finalizer/clean-up, health bookkeeping, and the summary (phase, metrics) last.
+adaptive save interval, retention, preemption (``lastPreemption``, ``PreemptionSafe``),
+finalizer/clean-up, health bookkeeping, and the summary (phase, metrics) last.
 Groups write only operator status keys into kopf's shared ``patch``; later groups read what
-earlier ones put there (conditions, ``resumeFrom``). Pods and clean-up Jobs have their own
-watchers. ``build_registry`` registers all of it into a fresh ``kopf.OperatorRegistry``.
+earlier ones put there (conditions, ``resumeFrom``). Pods, clean-up Jobs and what announces a
+preemption (nodes, Kueue Workloads, JobSets) have their own watchers. ``build_registry``
+registers all of it into a fresh ``kopf.OperatorRegistry``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cairn_operator.handlers import (
     health,
     interval,
     policy,
+    preemption,
     restarts,
     resume,
     retention,
@@ -38,6 +41,7 @@ _LIVE_GROUPS: tuple[tuple[str, Group], ...] = (
     ("restarts", restarts.reconcile),
     ("interval", interval.reconcile),
     ("retention", retention.reconcile),
+    ("preemption", preemption.reconcile),
 )
 
 
@@ -83,7 +87,7 @@ def build_registry(ctx: OperatorContext, *, server: str | None = None) -> kopf.O
         obj = event.get("object") or {}
         await reconcile_checkpoint(obj, event.get("type"), patch, ctx)
 
-    for group in (restarts, cleanup, health):
+    for group in (restarts, preemption, cleanup, health):
         group.register(registry, ctx)
     return registry
 

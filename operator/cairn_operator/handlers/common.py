@@ -21,6 +21,7 @@ from cairn_agent.resource import contract
 
 from cairn_operator.metrics import Metrics
 from cairn_operator.reconcile import conditions
+from cairn_operator.reconcile.node_index import NodeIndex
 from cairn_operator.settings import OperatorSettings
 
 P = ParamSpec("P")
@@ -54,6 +55,11 @@ class OperatorContext:
     """The health scanner task, once started."""
     locks: dict[tuple[str, str], asyncio.Lock] = dataclasses.field(default_factory=dict)
     """Serialise read-modify-write of one Checkpoint's ledger across concurrent pod events."""
+    nodes: NodeIndex = dataclasses.field(default_factory=NodeIndex)
+    """Training pods by node and the nodes that announce an end (cordon, NoExecute taint)."""
+    recorded_grace: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    """The pods' grace period last written to each Checkpoint's preemption ledger (a cache that
+    saves a read per pod event; a restarted operator reads it again)."""
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         """The write lock of one Checkpoint (created on first use)."""

@@ -38,7 +38,7 @@ PURPOSE = "retention"
 async def _ensure_gc_job(obj: Obj, spec: SpecView, view: StatusPlan, ctx: OperatorContext) -> str:
     """Create (or find) the retention Job; return when it was created (``lastRun``)."""
     namespace, name = key_of(obj)
-    command = gc_job.retention_command(spec.path, spec.retention, view)
+    command = gc_job.retention_command(spec.path, spec.retention, view, deep=spec.verify_deep)
     job_name = gc_job.job_name(name, PURPOSE, [*command, *map(str, view.plan.delete)])
     known = ctx.known_jobs.get((namespace, job_name))
     if known is not None:

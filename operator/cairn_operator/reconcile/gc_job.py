@@ -25,9 +25,12 @@ JobState = Literal["Running", "Succeeded", "Failed"]
 _MAX_NAME = 63
 
 
-def retention_command(path: str, retention: RetentionSpec, view: StatusPlan) -> list[str]:
-    """``cairn gc`` arguments that apply ``retention`` to the root with the plan's protections."""
-    return to_arguments(path, gc_options(retention, view))
+def retention_command(
+    path: str, retention: RetentionSpec, view: StatusPlan, *, deep: bool = False
+) -> list[str]:
+    """``cairn gc`` arguments that apply ``retention`` to the root with the plan's protections
+    (``--deep`` when ``spec.verification.deep``)."""
+    return to_arguments(path, gc_options(retention, view, deep=deep))
 
 
 def job_name(checkpoint: str, purpose: str, command: Sequence[str]) -> str:

@@ -57,6 +57,8 @@ class SpecView:
     """``resume.iteration`` (used with policy Pinned)."""
     deletion_policy: str
     """``deletionPolicy``: Retain or Delete."""
+    verify_deep: bool = False
+    """``verification.deep``: the GC Job checksums files (``cairn gc --deep``)."""
 
 
 def read_spec(spec: Mapping[str, Any]) -> SpecView:
@@ -78,6 +80,7 @@ def read_spec(spec: Mapping[str, Any]) -> SpecView:
         async_enabled=bool(worker.get("enabled", False)),
         async_persistent=bool(worker.get("persistent", True)),
         heartbeat_timeout_s=as_int(worker.get("heartbeatTimeoutSeconds")) or 120,
+        verify_deep=section(spec, "verification").get("deep") is True,
         save_stall_s=as_int(worker.get("saveStallSeconds")) or 1800,
         replication_factor=as_int(section(spec, "replication").get("factor")) or 1,
         retention=RetentionSpec.from_spec(spec),

@@ -79,6 +79,15 @@ CORE: tuple[Served, ...] = (
         status_subresource=True,
     ),
     Served(
+        group="",
+        version="v1",
+        plural="nodes",
+        kind="Node",
+        namespaced=False,
+        short_names=("no",),
+        status_subresource=True,
+    ),
+    Served(
         group="", version="v1", plural="events", kind="Event", namespaced=True, short_names=("ev",)
     ),
     Served(
