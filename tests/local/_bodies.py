@@ -177,9 +177,7 @@ def resume(
     return got
 
 
-def save_then_hang(
-    rank: int, world: int, root: str, local_root: str, ready_dir: str
-) -> None:
+def save_then_hang(rank: int, world: int, root: str, local_root: str, ready_dir: str) -> None:
     """Local save at step 2 (committed), an async one at step 4 that is never finalized.
 
     Each rank then says so in ``ready_dir`` and waits to be killed. A 16 MiB buffer per rank

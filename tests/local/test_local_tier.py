@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_reporting import status_api  # noqa: F401 - the fixture, shared
 from tests.distributed import run_ranks
 from tests.local import _bodies as bodies
 
@@ -127,7 +126,9 @@ def test_a_corrupt_part_is_never_loaded_its_replica_is(
     run = _copy(trained, tmp_path)
     own = _node(run, 1) / "2" / "iter_0000008_2_local.pt"
     data = bytearray(own.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # a flipped byte inside the tensor data: torch.load would not notice
+    data[len(data) // 2] ^= (
+        0xFF  # a flipped byte inside the tensor data: torch.load would not notice
+    )
     own.write_bytes(bytes(data))
     got = _resume(run)
     for rank, result in enumerate(got):
@@ -181,9 +182,7 @@ def test_async_local_save_killed_midway_leaves_the_previous_iteration_restorable
         job.wait()
     assert not list((run / "local").glob("*/*/iter_0000004_local.commit.json"))
     shutil.rmtree(_node(run, 1))  # and node 1 is replaced: its ranks' parts come from node 0
-    got = run_ranks(
-        bodies.resume_after_kill, bodies.WORLD, str(run / "ckpt"), str(run / "local")
-    )
+    got = run_ranks(bodies.resume_after_kill, bodies.WORLD, str(run / "ckpt"), str(run / "local"))
     import torch
 
     for rank, result in enumerate(got):

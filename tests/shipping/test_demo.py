@@ -56,10 +56,13 @@ def test_every_step_runs_and_the_root_verifies_after_retention(demo: tuple[str, 
     assert f"cairn inspect {root}" in stdout
     findings = verify_root(root, deep=True)
     assert [f.status for f in findings] == ["ok"] * len(findings)
-    assert layout.tracker_path(root).read_text().strip() == "50"
-    # The corrupt iteration 30 was saved again by the restarted job, then retired by keepLast 2.
+    # Generation 2 ran to 120 saving every 7 once the SRE's edit applied: 119 is the newest.
+    assert layout.tracker_path(root).read_text().strip() == "119"
+    # The corrupt iteration 30 was saved again by the restarted job, then retired by retention;
+    # generation 2's resume point (50) is protected while it runs; keepLast 4 keeps the rest.
     assert not layout.iteration_dir(root, 30).exists()
-    assert layout.iteration_dir(root, 50).is_dir() and layout.iteration_dir(root, 40).is_dir()
+    kept = sorted(int(p.name.split("_")[1]) for p in root.glob("iter_*"))
+    assert kept == [50, 98, 105, 112, 119]
 
 
 @pytest.mark.timeout(900)
@@ -90,3 +93,21 @@ def test_corruption_is_caught_and_the_restart_falls_back_to_the_previous_checkpo
     assert "saved [30, 40, 50]" in onwards
     assert ["demo", "50", "50", "Ready"] == _ckpt_rows(onwards)[0][:4]
     assert "status.lastResume: iteration 20, generation 1" in onwards
+
+
+@pytest.mark.timeout(900)
+def test_the_running_job_follows_the_sre_s_kubectl_patch(demo: tuple[str, Path]) -> None:
+    stdout, _ = demo
+    live = _section(stdout, 6)
+    assert "save every 10 steps (from script), keepLast 2" in live
+    assert "kubectl patch ckpt demo --type merge" in live
+    assert "save every 7 steps (from spec), keepLast 4; no restart" in live
+    spec_gen, applied_gen = _ckpt_rows(live)[0][5:7]
+    assert spec_gen == applied_gen == "2"  # SPEC-GEN and APPLIED-GEN columns agree
+    saved = re.search(r"saved \[([0-9, ]+)\]", live)
+    assert saved is not None
+    steps = [int(x) for x in saved.group(1).split(",")]
+    # The old cadence first (every 10, from 60), then every 7 from the boundary that applied it.
+    switch = next(i for i, step in enumerate(steps) if step % 10)
+    assert steps[0] == 60 and all(step % 10 == 0 for step in steps[:switch])
+    assert steps[-1] == 119 and all(step % 7 == 0 for step in steps[switch:])

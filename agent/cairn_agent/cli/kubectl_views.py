@@ -12,6 +12,7 @@ from cairn_agent.cli import adaptive_view, formatting, policy_view, preemption_v
 from cairn_agent.resource import contract
 from cairn_agent.resource.retention import plan_from_status, published_resume_point
 from cairn_agent.resource.spec import RetentionSpec
+from cairn_agent.resource.status import LocalTier
 from cairn_agent.storage.retention import RetentionPlan
 
 
@@ -191,7 +192,7 @@ def _progress(obj: dict[str, Any], now: float) -> str:
     pairs: list[tuple[str, object]] = [
         ("Resume point", _resume_point(resume)),
         ("Latest committed", status.get(contract.LATEST_COMMITTED)),
-        ("Latest local", status.get(contract.LATEST_LOCAL)),
+        ("Local tier", _local_tier(status)),
         ("Last save", _ago(status.get(contract.LAST_SAVE_TIME), now)),
         ("Save in progress", _in_flight(status.get(contract.SAVE_IN_PROGRESS), now)),
         ("Async worker", _worker_state(status.get(contract.ASYNC_WORKER), now)),
@@ -231,10 +232,28 @@ def _worker_state(worker: dict[str, Any] | None, now: float) -> str | None:
 def _last_resume(last: dict[str, Any] | None, now: float) -> str | None:
     if not last:
         return None
-    return (
-        f"iteration {last.get('iteration')} from {last.get('source')}, "
+    tier = f" ({last['tier']} tier)" if last.get("tier") else ""
+    text = (
+        f"iteration {last.get('iteration')} from {last.get('source')}{tier}, "
         f"{_age(last.get('time'), now)} ago, generation {last.get('generation')}"
     )
+    return f"{text}; {last['reason']}" if last.get("reason") else text
+
+
+def _local_tier(status: dict[str, Any]) -> str | None:
+    """The node-local tier: newest restorable iteration, its copies and nodes, any problem."""
+    tier = LocalTier.from_status(status.get(contract.LOCAL_TIER))
+    if tier is None:
+        latest = status.get(contract.LATEST_LOCAL)
+        return None if latest is None else f"iteration {latest}"
+    text = "none restorable" if tier.iteration < 0 else f"iteration {tier.iteration}"
+    if tier.iteration >= 0:
+        nodes = ", ".join(tier.nodes) + (", ..." if tier.node_count > len(tier.nodes) else "")
+        text += (
+            f", {tier.replicas}/{tier.replication_factor} copies of each part on "
+            f"{tier.node_count} node(s) ({nodes})"
+        )
+    return f"{text}; {tier.problem}" if tier.problem else text
 
 
 def _restarts(restarts: dict[str, Any] | None, now: float) -> str:
