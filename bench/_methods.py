@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bench._ranks import evict, files_under, probe_rate, proc_status_kib
+from bench._probes import evict, files_under, probe_rate, proc_status_kib
 
 CAIRN_THREADS = 2  # writer threads (files) per rank: chosen from bench/results/writer_knobs.json
 ASYNC_SAVES = 4  # first save, two steady-state saves, one with the compute probe

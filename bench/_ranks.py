@@ -12,22 +12,14 @@ import multiprocessing as mp
 import os
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
+from bench._probes import proc_status_kib
+
 WORLD = 2
 N_TENSORS = 64
-
-
-def proc_status_kib(field: str) -> int:
-    """A ``kB`` field of /proc/self/status (e.g. ``VmHWM``, ``VmRSS``)."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
 
 
 def make_state(rank: int, per_rank_bytes: int) -> dict[str, Any]:
@@ -37,38 +29,6 @@ def make_state(rank: int, per_rank_bytes: int) -> dict[str, Any]:
     numel = max(1, per_rank_bytes // 4 // N_TENSORS)
     gen = torch.Generator().manual_seed(1234 + rank)
     return {f"r{rank}.t{i}": torch.rand(numel, generator=gen) for i in range(N_TENSORS)}
-
-
-def evict(paths: list[Path]) -> None:
-    """Drop the files' pages from the page cache (no root needed), after making them durable."""
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def files_under(directory: Path) -> list[Path]:
-    return [p for p in Path(directory).rglob("*") if p.is_file()]
-
-
-def probe_rate(keep_going: Any, max_s: float = 60.0, min_s: float = 0.0) -> float:
-    """Matmuls per second of a 256x256 loop, run while ``keep_going()`` (at least ``min_s``)."""
-    import torch
-
-    a = torch.rand(256, 256, generator=torch.Generator().manual_seed(0))
-    count, start = 0, time.perf_counter()
-    while True:
-        elapsed = time.perf_counter() - start
-        if elapsed >= max_s or (elapsed >= min_s and not keep_going()):
-            break
-        chunk_end = time.perf_counter() + 0.05
-        while time.perf_counter() < chunk_end:
-            a @ a
-            count += 1
-    return count / max(time.perf_counter() - start, 1e-9)
 
 
 def _entry(method: str, rank: int, cfg: dict[str, Any], store: str, queue: Any) -> None:

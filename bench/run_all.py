@@ -6,9 +6,10 @@ import importlib.util
 
 
 def main() -> None:
-    from bench import interval_sim, save_bench, scaling, writer_knobs
+    from bench import interval_sim, local, save_bench, scaling, writer_knobs
 
     save_bench.main()
+    local.main()
     scaling.main()
     writer_knobs.main()
     interval_sim.main()

@@ -22,7 +22,7 @@ from typing import Any
 from cairn_agent import preemption, saving
 from cairn_agent.cluster import reporting
 from cairn_agent.engine import dist
-from cairn_agent.errors import AsyncSaveError, CairnError
+from cairn_agent.errors import AsyncSaveError
 from cairn_agent.flows import save as save_flow
 from cairn_agent.flows.control import Control, StepDecision, control_of
 from cairn_agent.resource import contract
@@ -109,24 +109,13 @@ def _answer_save_request(state: Any, control: Control, decision: StepDecision) -
     if request == control.handled_request:
         return  # answered earlier at this boundary (the decision is cached per step)
     step = int(state.train_state.step)
-    objects = run_of(state).objects
     answer: dict[str, Any] = {
         "requestId": request,
         "reason": decision.policy.save_request_reason or "",
         "requestedIteration": step,
     }
-    if objects is None:
-        logger.error(
-            "rank %d: the cluster asked for a save (%s) but no model was saved or loaded "
-            "through Cairn yet; call load_checkpoint first",
-            dist.get_rank(),
-            request,
-        )
-        control.handled_request = request
-        _report(state, answer | {"outcome": "Failed", "message": "no model known to Cairn yet"})
-        return
     started = time.monotonic()
-    outcome = _save_now(state, objects, step)
+    outcome = saving.save_committed(state, why=f"the cluster asked: {request}")
     control.handled_request = request
     control.saved_at = step if outcome is None else control.saved_at
     answer |= {"iteration": step, "saveSeconds": round(time.monotonic() - started, 3)}
@@ -134,33 +123,6 @@ def _answer_save_request(state: Any, control: Control, decision: StepDecision) -
         _report(state, answer | {"outcome": "Committed", "committedAt": now_time()})
     else:
         _report(state, answer | {"outcome": "Failed", "message": outcome})
-
-
-def _save_now(state: Any, objects: Any, step: int) -> str | None:
-    """A persistent save of this step, committed before returning; the error text if not."""
-    flops = float(getattr(state.train_state, "floating_point_operations_so_far", 0.0))
-    logger.info("rank %d: saving iteration %d as the cluster asked", dist.get_rank(), step)
-    try:
-        saving.save(
-            state,
-            objects.model,
-            objects.optimizer,
-            objects.scheduler,
-            flops,
-            checkpointing_context=objects.checkpointing_context,
-            non_persistent=False,
-            train_data_iterator=objects.train_data_iterator,
-        )
-        if state.cfg.checkpoint.async_save:
-            saving.finalize(state, blocking=True, terminate=False)
-    except (CairnError, OSError) as exc:
-        # Tolerated: the cluster's save failed like any save does (nothing visible, previous
-        # checkpoint intact); training goes on and status says why.
-        logger.error(
-            "rank %d: the requested save of iteration %d failed: %s", dist.get_rank(), step, exc
-        )
-        return str(exc)
-    return None
 
 
 def _report(state: Any, answer: dict[str, Any]) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 from cairn_agent import saving
 from cairn_agent.cluster import reporting
 from cairn_agent.engine import dist
-from cairn_agent.errors import AsyncSaveError, CairnError, PreemptedExit
+from cairn_agent.errors import AsyncSaveError, PreemptedExit
 from cairn_agent.flows.control import Control
 from cairn_agent.resource import contract
 from cairn_agent.resource.times import now_time
@@ -160,31 +160,7 @@ def _final_save(state: Any, step: int, deadline: float) -> str | None:
         )
         logger.error("rank %d: %s", dist.get_rank(), reason)
         return reason
-    return _save(state, step)
-
-
-def _save(state: Any, step: int) -> str | None:
-    objects = run_of(state).objects
-    if objects is None:
-        return "no model known to Cairn (load_checkpoint was never called): nothing saved"
-    flops = float(getattr(state.train_state, "floating_point_operations_so_far", 0.0))
-    try:
-        saving.save(
-            state,
-            objects.model,
-            objects.optimizer,
-            objects.scheduler,
-            flops,
-            checkpointing_context=objects.checkpointing_context,
-            non_persistent=False,
-            train_data_iterator=objects.train_data_iterator,
-        )
-        if getattr(state, "_async_calls_queue", None) is not None:
-            saving.finalize(state, blocking=True, terminate=True)
-    except (CairnError, OSError) as exc:
-        logger.error("rank %d: the final save of step %d failed: %s", dist.get_rank(), step, exc)
-        return f"final save failed: {exc}"
-    return None
+    return saving.save_committed(state, why="SIGTERM", terminate=True)
 
 
 def _flush(state: Any, deadline: float) -> None:

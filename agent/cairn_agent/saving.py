@@ -14,6 +14,7 @@ from typing import Any
 
 from cairn_agent.cluster import reporting
 from cairn_agent.engine import dist
+from cairn_agent.errors import CairnError
 from cairn_agent.flows import local as local_flow
 from cairn_agent.flows import save as save_flow
 from cairn_agent.resource.status import WorkerState
@@ -121,3 +122,38 @@ def finalize(state: Any, *, blocking: bool, terminate: bool) -> None:
     # cluster (the reporter throttles it): a stalled or dead worker shows as Degraded.
     worker_state: WorkerState = "Writing" if queue.writes_in_progress() else "Idle"
     reporting.worker_heartbeat(state, worker_state, queue.stats().worker_pid)
+
+
+def save_committed(state: Any, *, why: str, terminate: bool = False) -> str | None:
+    """COLLECTIVE: a persistent save of the current step from the remembered objects, committed
+    before returning (an async one is finalized); None when committed, else why not.
+
+    For the saves the cluster asks for between the script's own (``spec.saveNow``, SIGTERM).
+    A failure is returned, not raised: like any failed save, nothing of it is visible and the
+    previous checkpoint is intact; the caller reports it. ``terminate`` stops the async worker.
+    """
+    step = int(state.train_state.step)
+    objects = run_of(state).objects
+    if objects is None:
+        return "no model known to Cairn yet (call load_checkpoint first): nothing saved"
+    flops = float(getattr(state.train_state, "floating_point_operations_so_far", 0.0))
+    logger.info("rank %d: saving iteration %d (%s)", dist.get_rank(), step, why)
+    try:
+        save(
+            state,
+            objects.model,
+            objects.optimizer,
+            objects.scheduler,
+            flops,
+            checkpointing_context=objects.checkpointing_context,
+            non_persistent=False,
+            train_data_iterator=objects.train_data_iterator,
+        )
+        if getattr(state, "_async_calls_queue", None) is not None:
+            finalize(state, blocking=True, terminate=terminate)
+    except (CairnError, OSError) as exc:
+        logger.error(
+            "rank %d: the save of iteration %d (%s) failed: %s", dist.get_rank(), step, why, exc
+        )
+        return f"the save failed: {exc}"
+    return None

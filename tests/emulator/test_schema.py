@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from cairn_agent.resource import contract
+from cairn_agent.resource.policy import ScriptPolicy, resolve
 from cairn_operator.testing import (
     DEFAULT_CRD_PATH,
     prune_checkpoint,
@@ -49,8 +50,29 @@ AGENT_STATUS: dict[str, Any] = {
     contract.AGENT_GENERATION: 2,
     contract.SAVE_STATS: {
         "stepTimeSeconds": 4.2,
-        "persistent": {"recentStallSeconds": [12.5, 11.0, 13]},
+        "persistent": {"recentStallSeconds": [12.5, 11.0, 13], "recentDurableSeconds": [40.5]},
         "nonPersistent": {"recentStallSeconds": [1.5]},
+    },
+    # What the agent writes, built by the agent's own code (resource.policy).
+    contract.APPLIED_POLICY: {
+        "observedGeneration": 3,
+        **resolve(
+            {"save": {"interval": 500}, "retention": {"keepLast": 3, "pinned": [100]}},
+            {},
+            3,
+            ScriptPolicy(save_interval=1000, async_save=True),
+        ).policy.to_status(),
+        "problems": [{"field": "spec.save.nonPersistentType", "message": "needs a local dir"}],
+        "appliedAt": NOW,
+    },
+    contract.LAST_SAVE_REQUEST: {
+        "requestId": "manual-20261130T101500-3fa2c1",
+        "reason": "before the upgrade",
+        "requestedIteration": 4200,
+        "iteration": 4200,
+        "committedAt": NOW,
+        "saveSeconds": 3.5,
+        "outcome": "Committed",
     },
 }
 OPERATOR_STATUS: dict[str, Any] = {
@@ -168,6 +190,8 @@ def test_printer_columns() -> None:
         "Resume-From": ("integer", ".status.resumeFrom.iteration"),
         "Phase": ("string", ".status.phase"),
         "Last-Save": ("date", ".status.lastSaveTime"),
+        "Spec-Gen": ("integer", ".metadata.generation"),
+        "Applied-Gen": ("integer", ".status.appliedPolicy.observedGeneration"),
         "Age": ("date", ".metadata.creationTimestamp"),
     }
 
@@ -207,10 +231,10 @@ def test_defaults_fill_an_empty_policy() -> None:
     assert spec["deletionPolicy"] == "Retain"
     assert spec["retention"] == {"keepLast": 3, "dryRun": False}
     assert spec["resume"] == {"policy": "LatestVerified"}
-    assert (
-        spec["asyncWorker"]["enabled"] is False
-        and spec["asyncWorker"]["heartbeatTimeoutSeconds"] == 120
-    )
+    assert spec["asyncWorker"]["heartbeatTimeoutSeconds"] == 120
+    # Fields that govern the job have no default: unset leaves the training script's value.
+    assert "enabled" not in spec["asyncWorker"] and "persistent" not in spec["asyncWorker"]
+    assert "deep" not in spec["verification"] and "nonPersistentType" not in spec["save"]
 
 
 @pytest.mark.parametrize(

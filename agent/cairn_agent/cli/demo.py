@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from cairn_agent.cli import demo_live
+from cairn_agent.cli import demo_drain, demo_live
 from cairn_agent.cli import gc as gc_command
 from cairn_agent.cli import inspect as inspect_command
 from cairn_agent.cli import verify as verify_command
@@ -293,6 +293,22 @@ def steer_the_running_job(context: DemoContext) -> None:
     )
 
 
+def drain_the_node(context: DemoContext) -> None:
+    """The node under the job is drained; the job saves the step it reached; the restart resumes."""
+    outcome = demo_drain.drain(
+        context.kube(),
+        CHECKPOINT,
+        lambda steps: _training_args(context, steps),
+        lambda m: say(context, m),
+    )
+    say(
+        context,
+        f"the drain cost no step: saved at iteration {outcome.drain_saved} when the node was "
+        f"cordoned, at {outcome.stopped_at} on SIGTERM; the restart resumed from "
+        f"{outcome.resumed_from}",
+    )
+
+
 def inspect_and_plan(context: DemoContext) -> None:
     """``cairn inspect``, ``cairn verify --deep`` (all good again), ``cairn gc --dry-run``."""
     print(f"$ cairn inspect {context.root}", file=context.out)
@@ -336,6 +352,8 @@ STEPS: tuple[Step, ...] = (
     Step("Training goes on and saves good checkpoints past the corrupt one", continue_training),
     Step("The SRE edits the policy with kubectl patch; the running job follows, no restart",
          steer_the_running_job),
+    Step("The node under the job is drained: the job saves the step it reached, the restart "
+         "resumes from it", drain_the_node),
     Step("Inspect, verify and plan retention (cairn inspect / verify / gc --dry-run)",
          inspect_and_plan),
 )  # fmt: skip

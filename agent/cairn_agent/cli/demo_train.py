@@ -161,7 +161,12 @@ def train(args: argparse.Namespace) -> None:
         state.train_state.step = step
         flops += 1_000
         state.train_state.floating_point_operations_so_far = flops
-        due = save_due(state)
+        try:
+            due = save_due(state)
+        except PreemptedExit as stop:
+            # Cairn made the final save at this boundary; say what this run saved, then exit 143.
+            say(f"{stop} (exit {stop.code}); saved before: {saved}")
+            raise
         if due.persistent:
             save_checkpoint(state, [model], optimizer, scheduler, int(flops))
         if due.persistent or due.saved:

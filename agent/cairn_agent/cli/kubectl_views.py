@@ -192,7 +192,7 @@ def _progress(obj: dict[str, Any], now: float) -> str:
     pairs: list[tuple[str, object]] = [
         ("Resume point", _resume_point(resume)),
         ("Latest committed", status.get(contract.LATEST_COMMITTED)),
-        ("Local tier", _local_tier(status)),
+        ("Latest local", _local_tier(status)),
         ("Last save", _ago(status.get(contract.LAST_SAVE_TIME), now)),
         ("Save in progress", _in_flight(status.get(contract.SAVE_IN_PROGRESS), now)),
         ("Async worker", _worker_state(status.get(contract.ASYNC_WORKER), now)),

@@ -32,9 +32,16 @@ from typing import Any
 from cairn_agent.cluster import reporting
 from cairn_agent.engine import dist
 from cairn_agent.resource import contract
-from cairn_agent.resource.policy import EffectivePolicy, Resolution, ScriptPolicy, resolve
+from cairn_agent.resource.policy import (
+    EffectivePolicy,
+    PolicyProblem,
+    Resolution,
+    ScriptPolicy,
+    resolve,
+)
 from cairn_agent.resource.times import now_time
 from cairn_agent.state.run import RetentionOverride, run_of
+from cairn_agent.state.train import GlobalState
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +75,7 @@ class Control:
 
     def __init__(self, state: Any) -> None:
         self._script = ScriptPolicy.of(state.cfg.checkpoint)
+        self._cairn_state = isinstance(state, GlobalState)
         self.resolution = resolve({}, {}, 0, self._script)
         self._applied_version = 0
         self._local_version = 0
@@ -165,11 +173,15 @@ class Control:
         snapshot = self._watch.snapshot() if self._watch is not None else None
         if snapshot is None or not snapshot.exists:
             return _Adopted(resolution=self.resolution, handled_request=None)
-        resolution = resolve(
-            snapshot.spec,
-            snapshot.status,
-            snapshot.generation,
-            self._script,
+        resolution = _within_capabilities(
+            resolve(
+                snapshot.spec,
+                snapshot.status,
+                snapshot.generation,
+                self._script,
+                self.resolution.policy,
+            ),
+            self._cairn_state,
             self.resolution.policy,
         )
         # A request answered before a restart is not answered again.
@@ -211,6 +223,24 @@ class Control:
     def step_time_s(self) -> float | None:
         """Median wall time of one training step, steps with a save excluded."""
         return statistics.median(self._step_times) if self._step_times else None
+
+
+def _within_capabilities(
+    resolution: Resolution, cairn_state: bool, previous: EffectivePolicy
+) -> Resolution:
+    """What this job cannot do is kept at its previous value and reported, never half-applied."""
+    policy = resolution.policy
+    if cairn_state or not policy.async_save or previous.async_save:
+        return resolution
+    problem = PolicyProblem(
+        field="spec.asyncWorker.enabled",
+        message="this job saves through Megatron-Bridge's own GlobalState, whose async queue is "
+        "not Cairn's worker: it keeps saving synchronously; use cairn_agent's GlobalState or "
+        "checkpoint.custom_manager_class: cairn_agent.bridge.CairnCheckpointManager",
+    )
+    sources = dict(policy.sources) | {"async_save": previous.sources.get("async_save", "script")}
+    kept = dataclasses.replace(policy, async_save=False, sources=sources)
+    return Resolution(policy=kept, problems=(*resolution.problems, problem))
 
 
 def _retention_of(policy: EffectivePolicy) -> tuple[Any, ...]:

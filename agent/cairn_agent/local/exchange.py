@@ -92,16 +92,18 @@ class GroupExchange:
         slots, size = plan_slots(tensors)
         metas: list[Any] = [None] * dist.get_world_size(self.group)
         dist.all_gather_object(metas, (part, slots, size), group=self.group)
-        longest = max(int(meta[2]) for meta in metas) or _ALIGN
-        mine = torch.empty(longest, dtype=torch.uint8, device=self.device)
-        pack(tensors, slots, mine)
         me = dist.get_rank(self.group)
-        buffers = [
-            mine if i == me else torch.empty(longest, dtype=torch.uint8, device=self.device)
-            for i in range(len(metas))
-        ]
-        dist.all_gather(buffers, mine, group=self.group)
-        return [_filled(meta[0], _to_host(buf), meta[1]) for meta, buf in zip(metas, buffers)]
+        gathered = []
+        # One broadcast per member, not one all_gather: gloo's all_gather of large buffers is
+        # several times slower than its broadcast, and no buffer needs padding to a common size.
+        for member, (hollow, member_slots, member_size) in enumerate(metas):
+            if member == me:
+                buffer, _ = packed(tensors, self.device)
+            else:
+                buffer = torch.empty(int(member_size), dtype=torch.uint8, device=self.device)
+            dist.broadcast(buffer, dist.get_global_rank(self.group, member), group=self.group)
+            gathered.append(_filled(hollow, _to_host(buffer), member_slots))
+        return gathered
 
     def send_part(self, part: TensorAwareStateDict, dst: int) -> None:
         """Send ``part`` to global rank ``dst`` (``part`` is left whole)."""
