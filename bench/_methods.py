@@ -18,7 +18,11 @@ import torch.distributed as dist
 
 from bench._probes import evict, files_under, probe_rate, proc_status_kib
 
-CAIRN_THREADS = 2  # writer threads (files) per rank: chosen from bench/results/writer_knobs.json
+# Writer threads (files) per rank, as CheckpointConfig.storage_writers_per_rank defaults: with
+# writeback streamed during the write, one thread per rank matched or beat two and four on this
+# 2-core machine (1 GiB, 3 interleaved reps under load: 1.28 s vs 2.28 s vs 1.58 s; plain DCP
+# with fsync 2.17 s); bench/writer_knobs.py measures it per run.
+CAIRN_THREADS = 1
 ASYNC_SAVES = 4  # first save, two steady-state saves, one with the compute probe
 WRITEBACK_BYTES = 64 << 20
 
@@ -176,6 +180,8 @@ def cairn_async(
         writer["cpu_affinity"] = tuple(writer["cpu_affinity"])
     queue = AsyncSaveQueue(writer=WriterSettings(**writer))
     queue.start_worker(wait=True)
+    # As the facade does at the first step boundary: plan and map the buffer ahead (untimed).
+    queue.prepare(_sharded(state))
     blocking, e2e, ratio = [], [], 0.0
     for it in range(1, saves + 1):
         request = AsyncRequest(

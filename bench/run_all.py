@@ -6,13 +6,14 @@ import importlib.util
 
 
 def main() -> None:
-    from bench import interval_sim, local, save_bench, scaling, writer_knobs
+    from bench import interval_sim, local, preemption, save_bench, scaling, writer_knobs
 
     save_bench.main()
     local.main()
     scaling.main()
     writer_knobs.main()
     interval_sim.main()
+    preemption.main()
     if importlib.util.find_spec("bench.operator_scale") is None:
         print("bench.operator_scale not present; operator scale benchmark skipped")
         return

@@ -23,10 +23,10 @@ from typing import Any
 
 from bench.save_bench import GIB, RESULTS, _check_disk, _run_method, _slowest
 
-DEFAULT = {"threads": 2, "nice": 10, "io_priority": "low", "cpu_affinity": "auto"}
+DEFAULT = {"threads": 1, "nice": 10, "io_priority": "low", "cpu_affinity": "auto"}
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
-    "threads_1": {"threads": 1},
+    "threads_2": {"threads": 2},
     "threads_4": {"threads": 4},
     "nice_0": {"nice": 0},
     "nice_19": {"nice": 19},

@@ -18,6 +18,7 @@ from cairn_agent.errors import CairnError
 from cairn_agent.flows import local as local_flow
 from cairn_agent.flows import save as save_flow
 from cairn_agent.resource.status import WorkerState
+from cairn_agent.state.compose import save_state_dict
 from cairn_agent.state.model import as_model_list
 from cairn_agent.state.run import SavedObjects, run_of
 
@@ -114,6 +115,8 @@ def finalize(state: Any, *, blocking: bool, terminate: bool) -> None:
             queue.num_unfinalized(),
         )
     queue.maybe_finalize(blocking=blocking)
+    if not (blocking or terminate):
+        _prewarm(state, queue)
     if terminate:
         state.close_async_queue()
         reporting.worker_heartbeat(state, "Stopped", None)
@@ -122,6 +125,28 @@ def finalize(state: Any, *, blocking: bool, terminate: bool) -> None:
     # cluster (the reporter throttles it): a stalled or dead worker shows as Degraded.
     worker_state: WorkerState = "Writing" if queue.writes_in_progress() else "Idle"
     reporting.worker_heartbeat(state, worker_state, queue.stats().worker_pid)
+
+
+def _prewarm(state: Any, queue: Any) -> None:
+    """COLLECTIVE, once per run: plan the first save and map its staging buffer ahead of it.
+
+    At the first step boundary after a training step (the optimizer state exists by then, so the
+    structure is the one every save has), with nothing in flight (the same on every rank, as
+    saves are scheduled and finalized collectively). The first save then blocks for its copy
+    only, like every later one; the one-time planning and buffer mapping move to this step.
+    """
+    run = run_of(state)
+    if run.prewarmed or run.objects is None or int(state.train_state.step) <= 0:
+        return
+    if queue.num_unfinalized():
+        return
+    run.prewarmed = True
+    objects = run.objects
+    state_dict = save_state_dict(
+        state, objects.model, objects.optimizer, objects.scheduler, objects.train_data_iterator
+    )
+    queue.prepare(state_dict)
+    logger.info("rank %d: async save planned and its staging buffer mapped", dist.get_rank())
 
 
 def save_committed(state: Any, *, why: str, terminate: bool = False) -> str | None:

@@ -268,7 +268,9 @@ def test_table_rendering_uses_printer_columns(sandbox: Sandbox, checkpoint: Fact
         found = json.loads(answer.read())
     assert found["kind"] == "Table"
     names = [c["name"] for c in found["columnDefinitions"]]
-    assert names == ["Name", "Latest", "Resume-From", "Phase", "Last-Save", "Age"]
+    assert names == [
+        "Name", "Latest", "Resume-From", "Phase", "Last-Save", "Spec-Gen", "Applied-Gen", "Age"
+    ]  # fmt: skip
     assert found["rows"][0]["cells"][:4] == [name, 300, None, "Ready"]
 
 

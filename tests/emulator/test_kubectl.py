@@ -62,10 +62,14 @@ def test_apply_examples_then_get_shows_printer_columns(cluster: Sandbox) -> None
     listed = kubectl(cluster, "get", "ckpt")
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
-    assert header.split() == ["NAME", "LATEST", "RESUME-FROM", "PHASE", "LAST-SAVE", "AGE"]
+    assert header.split() == [
+        "NAME", "LATEST", "RESUME-FROM", "PHASE", "LAST-SAVE", "SPEC-GEN", "APPLIED-GEN", "AGE"
+    ]  # fmt: skip
     llama = next(row.split() for row in rows if row.startswith("llama-8b"))
     assert llama[1:4] == ["7000", "5000", "Ready"]
     assert llama[4] == "3d"  # Last-Save rendered as an age, as the API server does
+    # No job has applied the spec yet: SPEC-GEN 1 beside an empty APPLIED-GEN (a job lagging).
+    assert llama[5] == "1" and len(llama) == 7
     assert listed.stderr == ""  # no discovery warnings (e.g. ambiguous short names)
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from cairn_agent.resource import contract
 from cairn_agent.resource.policy import ScriptPolicy, resolve
+from cairn_agent.resource.status import LocalTier
 from cairn_operator.testing import (
     DEFAULT_CRD_PATH,
     prune_checkpoint,
@@ -65,6 +66,16 @@ AGENT_STATUS: dict[str, Any] = {
         "problems": [{"field": "spec.save.nonPersistentType", "message": "needs a local dir"}],
         "appliedAt": NOW,
     },
+    # Written through the agent's typed entry (resource.status.LocalTier).
+    contract.LOCAL_TIER: LocalTier(
+        iteration=2100,
+        replicas=2,
+        replication_factor=2,
+        nodes=["node-a", "node-b"],
+        node_count=2,
+        bytes_per_rank=1 << 20,
+        updated_at=NOW,
+    ).to_status(),
     contract.LAST_SAVE_REQUEST: {
         "requestId": "manual-20261130T101500-3fa2c1",
         "reason": "before the upgrade",

@@ -16,14 +16,18 @@ The test steers the ranks with files in ``Plan.gates`` (see ``tests.governing.st
   first waits until its watch of the Checkpoint saw that spec generation, so an edit made
   during the pause applies at the very next boundary, deterministically);
 - ``stop``: end the loop at the next step (agreed the same way);
-- ``abort``: the test failed; a paused rank raises instead of waiting on.
+- ``abort``: the test failed; a paused rank raises instead of waiting on;
+- ``pid.<rank>``: written at start; SIGUSR1 to that pid dumps the rank's threads into
+  ``stacks.<rank>`` (the test does it when the ranks do not reach a pause, to say where).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -76,6 +80,8 @@ class StepRecord:
     async_save: bool
     keep: int
     """``cfg.checkpoint.most_recent_k`` as the boundary of this step left it."""
+    non_persistent_type: str | None
+    """``cfg.checkpoint.non_persistent_ckpt_type`` as the boundary of this step left it."""
     saved: bool
     """The loop saved (persistent) at this step."""
     in_flight: bool
@@ -101,6 +107,8 @@ class StepRecord:
 def governed_loop(rank: int, world: int, plan: Plan) -> list[StepRecord]:
     # Ranks start from a preloaded forkserver, whose environment predates the test's.
     os.environ.update(plan.env)
+    gates = Path(plan.gates)
+    _dump_stacks_on_request(gates, rank)
     from cairn_agent import checkpointing
 
     job = Job(
@@ -113,7 +121,6 @@ def governed_loop(rank: int, world: int, plan: Plan) -> list[StepRecord]:
         most_recent_k=plan.most_recent_k,
     )
     job.load()  # starts following the Checkpoint (rank 0 watches) and applies its spec
-    gates = Path(plan.gates)
     records: list[StepRecord] = []
     pauses = 0
     for _ in range(plan.max_steps):
@@ -132,6 +139,12 @@ def governed_loop(rank: int, world: int, plan: Plan) -> list[StepRecord]:
     checkpointing.maybe_finalize_async_save(job.state, ckpt, blocking=True, terminate=True)
     _flush(job)
     return records
+
+
+def _dump_stacks_on_request(gates: Path, rank: int) -> None:
+    stacks = (gates / f"stacks.{rank}").open("w")  # open for the life of the process
+    faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+    (gates / f"pid.{rank}").write_text(str(os.getpid()))
 
 
 def _save_step(job: Job, plan: Plan, started: float, clock: float) -> StepRecord:
@@ -165,6 +178,7 @@ def _save_step(job: Job, plan: Plan, started: float, clock: float) -> StepRecord
         interval=ckpt.save_interval,
         async_save=bool(ckpt.async_save),
         keep=int(ckpt.most_recent_k),
+        non_persistent_type=ckpt.non_persistent_ckpt_type,
         saved=saved_at is not None,
         in_flight=in_flight,
         cluster_saved=cluster_saved,

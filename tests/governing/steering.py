@@ -7,7 +7,10 @@ Every wait has a deadline and fails fast, with the ranks' tracebacks, when the r
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -122,7 +125,19 @@ class GovernedRun:
                 self._future.result()  # raises the ranks' tracebacks
                 raise AssertionError(f"the ranks ended before {what}")
             time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self._stacks()}")
+
+    def _stacks(self) -> str:
+        """Where every rank is now (each dumps its threads on SIGUSR1)."""
+        for rank in range(WORLD):
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int((self.gates / f"pid.{rank}").read_text()), signal.SIGUSR1)
+        time.sleep(1.0)  # the dump is written by the rank's signal handler, asynchronously
+        return "\n".join(
+            f"--- rank {rank} ---\n{(self.gates / f'stacks.{rank}').read_text(errors='replace')}"
+            for rank in range(WORLD)
+            if (self.gates / f"stacks.{rank}").exists()
+        )
 
 
 def applied_generation(sandbox: Sandbox, name: str) -> int | None:

@@ -31,6 +31,16 @@ def _ckpt_rows(section: str) -> list[list[str]]:
     return [line.split() for line in section.splitlines() if re.match(r"\s+demo\s", line)]
 
 
+def _drain_iterations(section: str) -> tuple[int, int]:
+    """The iteration saved when the node was cordoned and the step the job stopped at."""
+    drained = re.search(
+        r"status\.lastPreemption: NodeCordoned .* iteration (\d+) saved in", section
+    )
+    stopped = re.search(r"\[rank 0\] stopped at step (\d+) on SIGTERM", section)
+    assert drained is not None and stopped is not None, section
+    return int(drained.group(1)), int(stopped.group(1))
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp("demo") / "root"
@@ -56,13 +66,19 @@ def test_every_step_runs_and_the_root_verifies_after_retention(demo: tuple[str, 
     assert f"cairn inspect {root}" in stdout
     findings = verify_root(root, deep=True)
     assert [f.status for f in findings] == ["ok"] * len(findings)
-    # Generation 2 ran to 120 saving every 7 once the SRE's edit applied: 119 is the newest.
-    assert layout.tracker_path(root).read_text().strip() == "119"
     # The corrupt iteration 30 was saved again by the restarted job, then retired by retention;
-    # generation 2's resume point (50) is protected while it runs; keepLast 4 keeps the rest.
+    # so was 50, protected only while generation 2 (which resumed from it) ran.
     assert not layout.iteration_dir(root, 30).exists()
+    assert not layout.iteration_dir(root, 50).exists()
+    # The drain step ends the story: generation 3 saved when its node was cordoned and when it
+    # got SIGTERM (and, if it reached a boundary in between, when the pod deletion asked again);
+    # generation 4 resumed from the SIGTERM step (and may answer the pod deletion's request once
+    # more: the SIGTERM answer replaced it in status.lastSaveRequest). At most three saves follow
+    # the cordon's, so keepLast 4 keeps both drain saves; the tracker names the newest.
+    drained, stopped = _drain_iterations(_section(stdout, 7))
     kept = sorted(int(p.name.split("_")[1]) for p in root.glob("iter_*"))
-    assert kept == [50, 98, 105, 112, 119]
+    assert len(kept) == 4 and {drained, stopped} <= set(kept)
+    assert layout.tracker_path(root).read_text().strip() == str(kept[-1])
 
 
 @pytest.mark.timeout(900)
@@ -111,3 +127,29 @@ def test_the_running_job_follows_the_sre_s_kubectl_patch(demo: tuple[str, Path])
     switch = next(i for i, step in enumerate(steps) if step % 10)
     assert steps[0] == 60 and all(step % 10 == 0 for step in steps[:switch])
     assert steps[-1] == 119 and all(step % 7 == 0 for step in steps[switch:])
+
+
+@pytest.mark.timeout(900)
+def test_a_drained_node_costs_no_step(demo: tuple[str, Path]) -> None:
+    stdout, _ = demo
+    drain = _section(stdout, 7)
+    assert "$ kubectl cordon demo-node-1" in drain
+    # The operator asked at once, naming the cordoned node; the job answered with a commit.
+    assert re.search(r"spec\.saveNow = \{\"requestId\": \"preempt-node-demo-node-1-", drain)
+    assert '"reason": "NodeCordoned: node/demo-node-1' in drain
+    drained, stopped = _drain_iterations(drain)
+    assert drained > 119  # past generation 2's last save: the steps since then were saved
+    assert re.search(rf"iteration {drained} saved in [0-9.]+s \(Committed\)", drain)
+    assert "status.lastSaveRequest answered preempt-node-demo-node-1-" in drain
+    # LATEST and RESUME-FROM of the table shown right after the drain save.
+    assert ["demo", str(drained), str(drained), "Ready"] == _ckpt_rows(drain)[0][:4]
+    # Then the pod is deleted and the job, SIGTERMed, stops at the step it reached, committed.
+    assert "$ kubectl delete pod demo-train-0 --wait=false" in drain
+    assert f"stopped at step {stopped} on SIGTERM: checkpoint committed (exit 143)" in drain
+    assert stopped >= drained
+    assert f"the job exited 143 at step {stopped}, its checkpoint committed" in drain
+    assert f"answered by sigterm-3-{stopped}, iteration {stopped} (Committed)" in drain
+    assert ["demo", str(stopped), str(stopped), "Ready"] == _ckpt_rows(drain)[1][:4]
+    # The restarted job (generation 4) resumes from exactly that step.
+    assert "CAIRN_GENERATION=4" in drain
+    assert f"[rank 0] resumed from iteration {stopped}" in drain

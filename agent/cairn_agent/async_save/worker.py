@@ -162,7 +162,9 @@ class WorkerHandle:
         """Wait until the worker reported ``Ready``; False if it did not within ``timeout``."""
         deadline = time.monotonic() + timeout
         while not self.ready and time.monotonic() < deadline:
-            reply = self.receive(deadline - time.monotonic())
+            # Short slices: receive() consumes Ready silently and waits on for a real reply,
+            # so one call with the whole timeout would return only at the deadline.
+            reply = self.receive(max(0.0, min(0.2, deadline - time.monotonic())))
             if reply is not None:
                 raise WorkerDiedError(f"worker {self.pid} replied {reply!r} before Ready")
         return self.ready

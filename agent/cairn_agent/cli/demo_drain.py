@@ -193,7 +193,9 @@ def _evict_and_stop(cluster: DemoCluster, name: str, job: TrainingJob, say: Say)
     lines = job.show_new_lines(cluster.out)
     stopped = [int(m.group(1)) for line in lines if (m := _STOPPED.search(line))]
     if code != PreemptedExit.CODE or not stopped:
-        raise RuntimeError(f"training exited {code}, not stopped by SIGTERM:\n{job.log.read_text()}")
+        raise RuntimeError(
+            f"training exited {code}, not stopped by SIGTERM:\n{job.log.read_text()}"
+        )
     last = wait_for(
         f"status.lastPreemption to record the save of iteration {stopped[-1]}",
         lambda: _final(_last_preemption(cluster, name), stopped[-1]),
@@ -203,7 +205,9 @@ def _evict_and_stop(cluster: DemoCluster, name: str, job: TrainingJob, say: Say)
         f"status.lastPreemption {last['reason']} answered by {last.get('answeredBy')}, "
         f"iteration {last['iteration']} ({last['outcome']})"
     )
-    cluster.kubectl("patch", "pod", POD, "--type", "merge", "-p", '{"metadata":{"finalizers":null}}')
+    cluster.kubectl(
+        "patch", "pod", POD, "--type", "merge", "-p", '{"metadata":{"finalizers":null}}'
+    )
     cluster.kubectl("get", "ckpt")
     return stopped[-1]
 
@@ -226,7 +230,9 @@ def _restart(cluster: DemoCluster, name: str, argv: Argv, stopped_at: int, say: 
     lines = finish_training(cluster, job)
     resumed = [int(m.group(1)) for line in lines if (m := _RESUMED.search(line))]
     if resumed != [stopped_at]:
-        raise RuntimeError(f"the restarted job did not resume from {stopped_at}; it printed {lines}")
+        raise RuntimeError(
+            f"the restarted job did not resume from {stopped_at}; it printed {lines}"
+        )
     say(
         f"the restarted job resumed from iteration {stopped_at}, the step the drained job had "
         "reached: no step lost"

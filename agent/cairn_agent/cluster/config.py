@@ -46,8 +46,8 @@ _RETRY_AFTER_MAX_S = 10  # a server asking for longer gets the next attempt soon
 
 
 def retry_policy() -> Retry:
-    """Retries of 409/429/5xx answers: up to 3, backoff up to 4 s with jitter, Retry-After honoured
-    (up to 10 s).
+    """Retries of 409/429/5xx answers: up to 3, backoff up to 4 s, Retry-After honoured (up to
+    10 s).
 
     Merge patches of the agent's status keys carry absolute values, so resending one is safe;
     hence PATCH is retried like GET. After the last retry the answer itself is returned (and the
@@ -64,7 +64,10 @@ def retry_policy() -> Retry:
         allowed_methods=frozenset({"GET", "PATCH"}),
         backoff_factor=_BACKOFF_FACTOR_S,
         backoff_max=_BACKOFF_MAX_S,
-        backoff_jitter=_BACKOFF_FACTOR_S,
+        # No jitter: urllib3 draws it from the process-wide ``random`` module, from a background
+        # thread, which would change the training script's Python RNG stream (resumes would no
+        # longer be bit-exact). The reporter and the watch jitter their own retries, privately.
+        backoff_jitter=0.0,
         respect_retry_after_header=True,
         retry_after_max=_RETRY_AFTER_MAX_S,
         raise_on_status=False,

@@ -139,6 +139,9 @@ class CheckpointWatch:
         self._synced = False
         self._stopping = threading.Event()
         self._watch = Watch()  # one per thread, reused for every stream
+        # Private: the process-wide ``random`` belongs to the training script (its RNG state is
+        # checkpointed); a background thread drawing from it would change what training draws.
+        self._rng = random.Random()
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -283,7 +286,7 @@ class CheckpointWatch:
     def _events(self, rv: str) -> Iterator[dict[str, Any]]:
         if self._stopping.is_set():
             return iter(())
-        timeout = int(self._watch_timeout * random.uniform(1.0, 1.2))
+        timeout = int(self._watch_timeout * self._rng.uniform(1.0, 1.2))
         stream: Iterator[dict[str, Any]] = self._watch.stream(
             self._objects.list_namespaced_custom_object,
             contract.GROUP,

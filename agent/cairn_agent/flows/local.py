@@ -25,14 +25,13 @@ from cairn_agent.cluster import reporting
 from cairn_agent.engine import dist
 from cairn_agent.engine.topology import topology
 from cairn_agent.flows.common import Inspected, Loaded, LoadPlan, agree_readable
-from cairn_agent.flows.save import dataloader_save_dir
 from cairn_agent.local import nvrx as local_ckpt
 from cairn_agent.local.exchange import to_state_dict
 from cairn_agent.local.survey import Survey
 from cairn_agent.local.tier import LocalTier
 from cairn_agent.resource.status import LocalTier as LocalTierStatus
 from cairn_agent.state.compose import load_template, save_state_dict
-from cairn_agent.state.dataloader import maybe_save_dataloader_state
+from cairn_agent.state.dataloader import dataloader_save_dir, maybe_save_dataloader_state
 from cairn_agent.state.run import run_of
 from cairn_agent.state.train import GlobalState, TrainState
 from cairn_agent.storage.resolve import LoadCandidate
@@ -63,7 +62,7 @@ def save_local(
     context = checkpointing_context if checkpointing_context is not None else {}
     tier = local_ckpt.local_tier(context)  # fails early, with a hint, when the context lacks it
     step = state.train_state.step
-    maybe_save_dataloader_state(train_data_iterator, step, dataloader_save_dir(state))
+    maybe_save_dataloader_state(train_data_iterator, step, dataloader_save_dir(state.cfg))
     state_dict = save_state_dict(state, model, optimizer, opt_param_scheduler, train_data_iterator)
     train_state = state.train_state.state_dict()
     train_state["floating_point_operations_so_far"] = train_state[

@@ -30,7 +30,7 @@ from cairn_agent.engine.save import SaveTarget, save_sync
 from cairn_agent.errors import CairnError
 from cairn_agent.resource.status import SavePhase
 from cairn_agent.state.compose import parallel_layout, save_state_dict
-from cairn_agent.state.dataloader import maybe_save_dataloader_state
+from cairn_agent.state.dataloader import dataloader_save_dir, maybe_save_dataloader_state
 from cairn_agent.state.run import run_of
 from cairn_agent.state.run_config import run_config_bytes, view
 from cairn_agent.state.train import GlobalState, train_state_file_dict
@@ -208,12 +208,6 @@ def collect_leftovers_once(state: GlobalState, root: Path) -> None:
         )
 
 
-def dataloader_save_dir(state: GlobalState) -> str | None:
-    configured = view(state.cfg).dataloader_save
-    save = state.cfg.checkpoint.save
-    return configured or (str(Path(save) / layout.DATALOADER_SUBDIR) if save else None)
-
-
 def save(
     state: GlobalState,
     model: list[Any],
@@ -233,7 +227,7 @@ def save(
     dest = destination(ckpt, non_persistent_ckpt)
     iteration = state.train_state.step
     collect_leftovers_once(state, dest.root)
-    maybe_save_dataloader_state(train_data_iterator, iteration, dataloader_save_dir(state))
+    maybe_save_dataloader_state(train_data_iterator, iteration, dataloader_save_dir(state.cfg))
     state_dict = save_state_dict(state, model, optimizer, opt_param_scheduler, train_data_iterator)
     target = save_target(state, dest, num_flops)
     on_commit = retention_callback(state, dest, iteration)

@@ -19,6 +19,7 @@ import torch
 
 from cairn_agent.engine import dist
 from cairn_agent.engine.topology import Topology, topology
+from cairn_agent.state.run_config import view
 from cairn_agent.storage import layout
 from cairn_agent.storage.durable import DEFAULT_IO, DurableIO, atomic_write_bytes
 
@@ -137,3 +138,10 @@ def maybe_load_dataloader_state(
     resumable.restore_state(loaded[STATE_KEY])
     log.info("restored dataloader state of iteration %d from %s", iteration, path)
     return True
+
+
+def dataloader_save_dir(cfg: Any) -> str | None:
+    """Where a run saves dataloader state: the configured directory, else ``<save>/dataloader``."""
+    configured = view(cfg).dataloader_save
+    save = cfg.checkpoint.save
+    return configured or (str(Path(save) / layout.DATALOADER_SUBDIR) if save else None)

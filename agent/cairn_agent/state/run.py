@@ -72,6 +72,8 @@ class RunState:
     """What the script last saved or loaded (see :class:`SavedObjects`)."""
     save_stalls: dict[str, list[float]] = field(default_factory=dict)
     """Recent per-tier seconds saves blocked training (``status.saveStats``), newest last."""
+    prewarmed: bool = False
+    """The async save of this run was planned and its staging buffer mapped ahead of it."""
     save_started: dict[int, float] = field(default_factory=dict)
     """Monotonic start time of each persistent save not committed yet, by iteration."""
     retention: RetentionOverride | None = None

@@ -153,8 +153,10 @@ class GlobalState:
         ):
             from cairn_agent.async_save import AsyncSaveQueue  # torch-heavy; only when async is on
 
+            ckpt = self.cfg.checkpoint
             self._async_calls_queue = AsyncSaveQueue(
-                persistent=self.cfg.checkpoint.use_persistent_ckpt_worker
+                persistent=ckpt.use_persistent_ckpt_worker,
+                writer=getattr(ckpt, "async_writer", None),
             )
             logger.info("rank %d: async checkpoint queue created", self.rank)
         return self._async_calls_queue
