@@ -165,9 +165,9 @@ class Cluster:
                 }
             )
 
-    def clean_up(self, index: int) -> None:
+    def clean_up(self, index: int, kind: Kind) -> None:
         """The run exited: its pod goes (the kubelet confirmed the containers stopped)."""
-        with contextlib.suppress(Exception):  # no pod for runs whose preemption is not announced
+        if kind in ANNOUNCED:
             self.sandbox.patch("pods", f"train-{index}", {"metadata": {"finalizers": None}})
 
     # --- the signals -------------------------------------------------------------------------

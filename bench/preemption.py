@@ -225,7 +225,7 @@ def soak(count: int) -> tuple[list[dict[str, Any]], float]:
             with Run(mp_ctx, _config(root, scratch, index, kind, env)) as run:
                 _record_resume(records, run.wait("resumed"))
                 records.append(_preempt(cluster, run, index, kind, root, rng))
-            cluster.clean_up(index)
+            cluster.clean_up(index, kind)
             print(f"preemption {index + 1:2d}/{count} {kind:24s} {_brief(records[-1])}", flush=True)
         with Run(mp_ctx, _config(root, scratch, len(records), None, env)) as last:
             _record_resume(records, last.wait("resumed"))

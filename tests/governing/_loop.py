@@ -144,6 +144,7 @@ def governed_loop(rank: int, world: int, plan: Plan) -> list[StepRecord]:
 def _dump_stacks_on_request(gates: Path, rank: int) -> None:
     stacks = (gates / f"stacks.{rank}").open("w")  # open for the life of the process
     faulthandler.register(signal.SIGUSR1, file=stacks, all_threads=True)
+    faulthandler.enable(file=stacks)  # a crash of the rank says where, too
     (gates / f"pid.{rank}").write_text(str(os.getpid()))
 
 

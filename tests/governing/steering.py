@@ -129,15 +129,19 @@ class GovernedRun:
 
     def _stacks(self) -> str:
         """Where every rank is now (each dumps its threads on SIGUSR1)."""
+        gone = []
         for rank in range(WORLD):
-            with contextlib.suppress(OSError, ValueError):
+            try:
                 os.kill(int((self.gates / f"pid.{rank}").read_text()), signal.SIGUSR1)
+            except (OSError, ValueError) as exc:
+                gone.append(f"--- rank {rank}: not signalled: {exc!r}")
         time.sleep(1.0)  # the dump is written by the rank's signal handler, asynchronously
-        return "\n".join(
+        dumps = [
             f"--- rank {rank} ---\n{(self.gates / f'stacks.{rank}').read_text(errors='replace')}"
             for rank in range(WORLD)
             if (self.gates / f"stacks.{rank}").exists()
-        )
+        ]
+        return "\n".join(gone + dumps)
 
 
 def applied_generation(sandbox: Sandbox, name: str) -> int | None:

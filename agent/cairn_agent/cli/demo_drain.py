@@ -101,7 +101,7 @@ def drain(cluster: DemoCluster, name: str, argv: Argv, say: Say) -> DrainOutcome
     """The whole step: a job on a node, the drain, the final save, the resume."""
     _save_rarely(cluster, name, say)
     _place_pod(cluster, name, POD, NODE, say)
-    job = _start_and_settle(cluster, name, argv, say)
+    job = _start_and_settle(cluster, name, argv)
     drain_saved = _cordon_and_save(cluster, name, say)
     stopped_at = _evict_and_stop(cluster, name, job, say)
     _place_pod(cluster, name, NEW_POD, NEW_NODE, say)
@@ -129,7 +129,7 @@ def _place_pod(cluster: DemoCluster, name: str, pod: str, node_name: str, say: S
     )
 
 
-def _start_and_settle(cluster: DemoCluster, name: str, argv: Argv, say: Say) -> TrainingJob:
+def _start_and_settle(cluster: DemoCluster, name: str, argv: Argv) -> TrainingJob:
     """Start generation 3 and wait until it resumed and applies the current spec."""
     job = start_training(
         cluster,
@@ -149,7 +149,8 @@ def _start_and_settle(cluster: DemoCluster, name: str, argv: Argv, say: Say) -> 
         applied = (status.get(contract.APPLIED_POLICY) or {}).get("observedGeneration")
         return True if resumed and applied == generation else None
 
-    wait_for(f"generation {DRAIN_GENERATION} to resume and apply spec generation", running)
+    what = f"generation {DRAIN_GENERATION} to resume and apply spec generation {generation}"
+    wait_for(what, running)
     job.show_new_lines(cluster.out)
     # Not a wait for anything: the job trains a few steps past its resume point before the drain.
     time.sleep(TRAIN_FIRST_S)
@@ -174,6 +175,7 @@ def _cordon_and_save(cluster: DemoCluster, name: str, say: Say) -> int:
         f"{last['requestId']}: iteration {last['iteration']} saved in {last['saveSeconds']}s "
         f"({last['outcome']}); status.lastSaveRequest answered {answer.get('requestId')}"
     )
+    _wait_resume_from(cluster, name, int(last["iteration"]))
     cluster.kubectl("get", "ckpt")
     return int(last["iteration"])
 
@@ -183,9 +185,13 @@ def _evict_and_stop(cluster: DemoCluster, name: str, job: TrainingJob, say: Say)
     cluster.kubectl("delete", "pod", POD, "--wait=false")
     # The kubelet signals the containers when the pod is marked deleted; the demo waits for the
     # operator to have seen the deletion too, so that the job's answer comes after it.
-    wait_for(
-        "the operator to see the pod deleted",
-        lambda: _last_preemption(cluster, name).get("reason") == "PodDeleting" or None,
+    deleting = wait_for(
+        "the operator to see the pod deleted", lambda: _announced(cluster, name, "PodDeleting")
+    )
+    say(
+        f"the operator saw the pod deleted, a new preemption: save request "
+        f"{deleting['requestId']}. The job answers whatever reaches its next step boundary "
+        "first, this request or the SIGTERM, and saves a step at most once"
     )
     say(f"the kubelet (the demo) sends SIGTERM to the job; it has {GRACE_S}s before SIGKILL")
     os.kill(job.proc.pid, signal.SIGTERM)
@@ -208,6 +214,7 @@ def _evict_and_stop(cluster: DemoCluster, name: str, job: TrainingJob, say: Say)
     cluster.kubectl(
         "patch", "pod", POD, "--type", "merge", "-p", '{"metadata":{"finalizers":null}}'
     )
+    _wait_resume_from(cluster, name, stopped[-1])
     cluster.kubectl("get", "ckpt")
     return stopped[-1]
 
@@ -249,6 +256,21 @@ def _spec(cluster: DemoCluster, name: str) -> Mapping[str, Any]:
 def _last_preemption(cluster: DemoCluster, name: str) -> Mapping[str, Any]:
     last = cluster.status(name).get(contract.LAST_PREEMPTION)
     return last if isinstance(last, Mapping) else {}
+
+
+def _wait_resume_from(cluster: DemoCluster, name: str, iteration: int) -> None:
+    """Wait until the operator publishes ``iteration`` as the resume point (the table shows it)."""
+
+    def probe() -> bool | None:
+        point = cluster.status(name).get(contract.RESUME_FROM)
+        return True if isinstance(point, Mapping) and point.get("iteration") == iteration else None
+
+    wait_for(f"status.resumeFrom = iteration {iteration}", probe)
+
+
+def _announced(cluster: DemoCluster, name: str, reason: str) -> Mapping[str, Any] | None:
+    last = _last_preemption(cluster, name)
+    return last if last.get("reason") == reason else None
 
 
 def _settled(last: Mapping[str, Any], request_id: str) -> Mapping[str, Any] | None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from cairn_agent.cluster import reporting
 from cairn_agent.engine import dist
-from cairn_agent.resource import contract
+from cairn_agent.resource import contract, save_request
 from cairn_agent.resource.policy import (
     EffectivePolicy,
     PolicyProblem,
@@ -184,9 +184,10 @@ class Control:
             self._cairn_state,
             self.resolution.policy,
         )
-        # A request answered before a restart is not answered again.
-        answered = snapshot.status.get(contract.LAST_SAVE_REQUEST) or {}
-        handled = answered.get("requestId") if answered.get("outcome") == "Committed" else None
+        # A request answered before this process started (by a save it asked for, or by the
+        # SIGTERM save that ended the previous generation) is not answered again.
+        done = save_request.answered(snapshot.spec, snapshot.status)
+        handled = save_request.requested(snapshot.spec) if done else None
         return _Adopted(resolution=resolution, handled_request=handled)
 
     def _report_applied(self, state: Any) -> None:

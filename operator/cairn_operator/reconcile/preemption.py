@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal, get_args
 
-from cairn_agent.resource import contract
+from cairn_agent.resource import contract, save_request
 from cairn_agent.resource.times import format_time, parse_time
 
 SignalReason = Literal[
@@ -309,10 +309,9 @@ def _answer_id(status: Mapping[str, Any]) -> str | None:
 
 def unanswered_request(spec: Mapping[str, Any], status: Mapping[str, Any]) -> str | None:
     """The ``spec.saveNow`` request the job has not answered yet, if any."""
-    request = (spec.get("saveNow") or {}).get("requestId")
-    if not isinstance(request, str) or not request or request == _answer_id(status):
+    if save_request.answered(spec, status):
         return None
-    return request
+    return save_request.requested(spec)
 
 
 def announce(
