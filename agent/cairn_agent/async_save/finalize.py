@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch.distributed as dist
 from torch.distributed.checkpoint.metadata import Metadata
@@ -32,6 +33,9 @@ from cairn_agent.storage import layout
 from cairn_agent.storage.commit import abort_staging_dir
 from cairn_agent.storage.durable import DurableIO
 
+if TYPE_CHECKING:  # the queue schedules these; only the type is needed here
+    from cairn_agent.async_save.queue import AsyncRequest
+
 log = logging.getLogger(__name__)
 
 
@@ -42,22 +46,35 @@ class _AsyncRankResult(RankWriteResult):
     write_results: list[WriteResult] = field(default_factory=list)
 
 
-@dataclass(frozen=True, kw_only=True)
-class FinishedSave:
-    """One save as this rank saw it once its worker is done with it."""
+@dataclass(kw_only=True)
+class InFlightSave:
+    """One async save from its schedule to its finalize, as this rank sees it."""
 
-    target: SaveTarget
+    job_id: int
+    """The worker's job number of this save."""
+    request: AsyncRequest
+    """The ``AsyncRequest`` (its target, and what runs once it is committed)."""
     staging: Path
     metadata: Metadata | None
     """Global DCP metadata (coordinator only)."""
     started_at: float
-    outcome: RankWriteOutcome | None
-    """This rank's files, or None when ``error`` is set."""
-    error: str | None
+    outcome: RankWriteOutcome | None = None
+    """This rank's files once its worker wrote them."""
+    error: str | None = None
+    """Why this rank's part failed, if it did."""
+
+    @property
+    def target(self) -> SaveTarget:
+        return self.request.target
+
+    @property
+    def done(self) -> bool:
+        """The worker answered (files or an error)."""
+        return self.outcome is not None or self.error is not None
 
 
 def finalize_save(
-    save: FinishedSave, *, io: DurableIO, group: dist.ProcessGroup | None = None
+    save: InFlightSave, *, io: DurableIO, group: dist.ProcessGroup | None = None
 ) -> None:
     """COLLECTIVE: commit and publish ``save``, or raise ``AsyncSaveError`` on every rank."""
     iteration = save.target.iteration
@@ -90,7 +107,7 @@ def _rank_failures(error: str | None, group: dist.ProcessGroup | None) -> dict[i
 
 
 def _write_dcp_metadata(
-    save: FinishedSave, results: list[RankWriteResult] | None
+    save: InFlightSave, results: list[RankWriteResult] | None
 ) -> list[RankWriteResult] | None:
     """Coordinator: DCP's ``.metadata`` from every rank's write results, added to its files."""
     if results is None:

@@ -24,14 +24,13 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from cairn_agent.async_save.arena import StagingArena
-from cairn_agent.async_save.finalize import FinishedSave, finalize_save
+from cairn_agent.async_save.finalize import InFlightSave, finalize_save
 from cairn_agent.async_save.plan import PlannedSave, SavePlanCache
 from cairn_agent.async_save.settings import WriterSettings
 from cairn_agent.async_save.slots import layout_slots
@@ -43,7 +42,7 @@ from cairn_agent.async_save.worker import (
     WorkerDiedError,
     WorkerHandle,
 )
-from cairn_agent.async_save.writer import RankWriteOutcome, WriteJob
+from cairn_agent.async_save.writer import WriteJob
 from cairn_agent.engine import dist as cdist
 from cairn_agent.engine.save import SaveTarget, prepare_staging
 from cairn_agent.storage import layout
@@ -68,21 +67,6 @@ class AsyncRequest:
     def __post_init__(self) -> None:
         if self.thread_count < 1:
             raise ValueError(f"thread_count must be >= 1, got {self.thread_count}")
-
-
-@dataclass
-class _InFlight:
-    job_id: int
-    request: AsyncRequest
-    staging: Path
-    metadata: Any
-    started_at: float
-    outcome: RankWriteOutcome | None = None
-    error: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.outcome is not None or self.error is not None
 
 
 @dataclass(frozen=True)
@@ -145,7 +129,7 @@ class AsyncSaveQueue:
         self._writer = writer or WriterSettings()
         self._planner = SavePlanCache(group)
         self._res = _Resources()
-        self._inflight: list[_InFlight] = []
+        self._inflight: list[InFlightSave] = []
         self._next_job = 0
         self._worker_arena: int | None = None
         self._counts = {"workers": 0, "arenas": 0, "attaches": 0, "worker_ptr": 0}
@@ -187,7 +171,13 @@ class AsyncSaveQueue:
         started_at = time.time()
         planned = self._planner.plan(request.sharded_state_dict)
         staging = prepare_staging(request.target, io=self._io, group=self._group)
-        entry = _InFlight(self._next_job, request, staging, planned.metadata, started_at)
+        entry = InFlightSave(
+            job_id=self._next_job,
+            request=request,
+            staging=staging,
+            metadata=planned.metadata,
+            started_at=started_at,
+        )
         self._next_job += 1
         self._inflight.append(entry)
         try:
@@ -222,7 +212,7 @@ class AsyncSaveQueue:
         committed: list[int] = []
         for _ in range(ready):
             entry = self._inflight.pop(0)
-            finalize_save(self._finished(entry), io=self._io, group=self._group)
+            finalize_save(entry, io=self._io, group=self._group)
             committed.append(entry.request.target.iteration)
             self._run_on_commit(entry.request)
         if not self._persistent and not self._inflight:
@@ -339,7 +329,7 @@ class AsyncSaveQueue:
         )
         return arena
 
-    def _hand_off(self, entry: _InFlight, planned: PlannedSave) -> None:
+    def _hand_off(self, entry: InFlightSave, planned: PlannedSave) -> None:
         worker = self._ensure_worker()
         arena = self._arena_for(planned)
         arena.stage(planned.tensors)
@@ -403,16 +393,6 @@ class AsyncSaveQueue:
                 entry.outcome = reply.outcome
             elif isinstance(reply, Failed) and reply.job_id == entry.job_id:
                 entry.error = reply.error
-
-    def _finished(self, entry: _InFlight) -> FinishedSave:
-        return FinishedSave(
-            target=entry.request.target,
-            staging=entry.staging,
-            metadata=entry.metadata,
-            started_at=entry.started_at,
-            outcome=entry.outcome,
-            error=entry.error,
-        )
 
     def _run_on_commit(self, request: AsyncRequest) -> None:
         if request.on_commit is None:
