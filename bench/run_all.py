@@ -6,7 +6,15 @@ import importlib.util
 
 
 def main() -> None:
-    from bench import interval_sim, local, preemption, save_bench, scaling, writer_knobs
+    from bench import (
+        control_overhead,
+        interval_sim,
+        local,
+        preemption,
+        save_bench,
+        scaling,
+        writer_knobs,
+    )
 
     save_bench.main()
     local.main()
@@ -14,6 +22,7 @@ def main() -> None:
     writer_knobs.main()
     interval_sim.main()
     preemption.main()
+    control_overhead.main()
     if importlib.util.find_spec("bench.operator_scale") is None:
         print("bench.operator_scale not present; operator scale benchmark skipped")
         return

@@ -29,8 +29,9 @@ import json
 import os
 import signal
 import time
+import traceback
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.distributed as dist
@@ -105,10 +106,20 @@ class StepRecord:
 
 
 def governed_loop(rank: int, world: int, plan: Plan) -> list[StepRecord]:
-    # Ranks start from a preloaded forkserver, whose environment predates the test's.
-    os.environ.update(plan.env)
     gates = Path(plan.gates)
     _dump_stacks_on_request(gates, rank)
+    try:
+        return _run(rank, plan, gates)
+    except BaseException:
+        # The test learns of it at once (run_ranks only reports once every rank ended, and
+        # the other rank may be waiting in a pause).
+        (gates / f"error.{rank}").write_text(traceback.format_exc())
+        raise
+
+
+def _run(rank: int, plan: Plan, gates: Path) -> list[StepRecord]:
+    # Ranks start from a preloaded forkserver, whose environment predates the test's.
+    os.environ.update(plan.env)
     from cairn_agent import checkpointing
 
     job = Job(
@@ -224,7 +235,7 @@ def _agreed_flags(gates: Path, pauses: int) -> tuple[bool, bool]:
 def _pause(job: Job, gates: Path, index: int, rank: int) -> None:
     info = {"step": int(job.state.train_state.step), "worker_pid": _idle_worker_pid(job)}
     note = gates / f"paused.{index}.{rank}"
-    tmp = note.with_suffix(".tmp")
+    tmp = gates / f"{note.name}.tmp"  # per rank: ranks write their notes at the same time
     tmp.write_text(json.dumps(info))
     tmp.rename(note)
     release = gates / f"resume.{index}"

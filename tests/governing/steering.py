@@ -7,7 +7,6 @@ Every wait has a deadline and fails fast, with the ranks' tracebacks, when the r
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -94,7 +93,7 @@ class GovernedRun:
         applies that spec generation (rank 0 waits until its watch saw it)."""
         note = {} if see_generation is None else {"see_generation": see_generation}
         release = self.gates / f"resume.{self._asked}"
-        tmp = release.with_suffix(".tmp")
+        tmp = self.gates / f"{release.name}.tmp"
         tmp.write_text(json.dumps(note))
         tmp.rename(release)
         self._asked += 1
@@ -121,6 +120,11 @@ class GovernedRun:
                 found = None
             if found:
                 return found
+            errors = sorted(self.gates.glob("error.*"))
+            if errors:
+                (self.gates / "abort").touch()  # the other ranks must not wait in a pause
+                text = "\n".join(f"--- {e.name} ---\n{e.read_text()}" for e in errors)
+                raise AssertionError(f"a rank failed before {what}:\n{text}")
             if self._future is not None and self._future.done():
                 self._future.result()  # raises the ranks' tracebacks
                 raise AssertionError(f"the ranks ended before {what}")

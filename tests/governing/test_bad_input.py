@@ -18,7 +18,9 @@ def _policy_applied(sandbox: Sandbox, status: str, reason: str) -> dict[str, obj
     obj = get_when(
         sandbox,
         NAME,
-        lambda o: (c := condition(o, "PolicyApplied")) and (c["status"], c["reason"]) == (status, reason),
+        lambda o: (
+            (c := condition(o, "PolicyApplied")) and (c["status"], c["reason"]) == (status, reason)
+        ),
         timeout=30,
         what=f"PolicyApplied {status}/{reason}",
     )

@@ -1,24 +1,38 @@
-"""``spec.saveNow``: the running job saves the step it was asked at, and says so in status."""
+"""``kubectl cairn save-now``: the running job saves the step it was asked at, and says so."""
 
 from __future__ import annotations
 
-import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 from cairn_agent.storage.listing import committed_iterations
 from cairn_operator.testing import Sandbox
 
 from tests.governing.conftest import plan_for
-from tests.governing.steering import GovernedRun, kubectl, same_on_every_rank
-from tests.operator.conftest import checkpoint
+from tests.governing.steering import GovernedRun, same_on_every_rank
+from tests.operator.conftest import checkpoint, get_when
 
 NAME = "save-now"
 
 
-def _ask(sandbox: Sandbox, request_id: str, reason: str) -> None:
-    # What `kubectl cairn save-now NAME` amounts to: a new requestId in spec.saveNow.
-    patch = {"spec": {"saveNow": {"requestId": request_id, "reason": reason}}}
-    kubectl(sandbox, "patch", "ckpt", NAME, "--type", "merge", "-p", json.dumps(patch))
+def _save_now(sandbox: Sandbox, reason: str, *wait: str) -> subprocess.Popen[str]:
+    """``kubectl cairn save-now NAME`` (the krew-style plugin on PATH), started."""
+    env = dict(os.environ, KUBECONFIG=str(sandbox.kubeconfig))
+    return subprocess.Popen(
+        ["kubectl", "cairn", "save-now", NAME, "--reason", reason, *wait],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _finished(command: subprocess.Popen[str]) -> str:
+    out, err = command.communicate(timeout=90)
+    assert command.returncode == 0, f"kubectl cairn save-now failed: {out}{err}"
+    return out
 
 
 def test_save_now_commits_a_save_at_the_step_it_was_answered(
@@ -31,13 +45,19 @@ def test_save_now_commits_a_save_at_the_step_it_was_answered(
     )
     with GovernedRun(plan) as run:
         run.wait_paused()
-        _ask(sandbox, "drain-1", "node maintenance")
+        asked = _finished(_save_now(sandbox, "node maintenance"))
+        first = re.search(r"save requested \((\S+)\)", asked)
+        assert first is not None, asked
         run.resume(see_generation=2)  # answered at the next boundary: step 4
         run.wait_paused()
         answer = sandbox.get("checkpoints", NAME)["status"]["lastSaveRequest"]
-        assert answer["requestId"] == "drain-1" and answer["outcome"] == "Committed", answer
-        _ask(sandbox, "drain-2", "second request")
-        run.resume(see_generation=3)  # step 14
+        assert answer["requestId"] == first[1] and answer["outcome"] == "Committed", answer
+
+        # The second time the SRE waits for the answer, as a drain script would.
+        waiting = _save_now(sandbox, "second request", "--wait", "60")
+        get_when(sandbox, NAME, lambda o: o["metadata"]["generation"] == 3, what="the request")
+        run.resume(see_generation=3)  # answered at step 14
+        assert "iteration 14 committed" in _finished(waiting)
         records = run.records()
 
     view = same_on_every_rank(records, "cluster_saved", "saved")
@@ -48,11 +68,10 @@ def test_save_now_commits_a_save_at_the_step_it_was_answered(
     assert committed_iterations(root) == [4, 10, 14, 20]
 
     answer = sandbox.get("checkpoints", NAME)["status"]["lastSaveRequest"]
-    assert {k: answer[k] for k in ("requestId", "reason", "requestedIteration", "iteration")} == {
-        "requestId": "drain-2",
+    assert {k: answer[k] for k in ("reason", "requestedIteration", "iteration", "outcome")} == {
         "reason": "second request",
         "requestedIteration": 14,
         "iteration": 14,
+        "outcome": "Committed",
     }
-    assert answer["outcome"] == "Committed" and answer["committedAt"]
-    assert answer["saveSeconds"] >= 0
+    assert answer["committedAt"] and answer["saveSeconds"] >= 0

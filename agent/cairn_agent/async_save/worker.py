@@ -160,19 +160,17 @@ class WorkerHandle:
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until the worker reported ``Ready``; False if it did not within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while not self.ready and time.monotonic() < deadline:
-            # Short slices: receive() consumes Ready silently and waits on for a real reply,
-            # so one call with the whole timeout would return only at the deadline.
-            reply = self.receive(max(0.0, min(0.2, deadline - time.monotonic())))
+        if not self.ready:
+            reply = self.receive(timeout, until_ready=True)
             if reply is not None:
                 raise WorkerDiedError(f"worker {self.pid} replied {reply!r} before Ready")
         return self.ready
 
-    def receive(self, timeout: float | None) -> Any | None:
+    def receive(self, timeout: float | None, *, until_ready: bool = False) -> Any | None:
         """Next reply, None if none arrived within ``timeout`` (None: wait for one).
 
-        ``Ready`` is consumed here (it sets ``ready``), never returned."""
+        ``Ready`` is consumed here (it sets ``ready``), never returned; with ``until_ready``
+        the call returns (None) as soon as it is, leaving later replies to the next call."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             wait = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
@@ -182,6 +180,8 @@ class WorkerHandle:
                     if not isinstance(reply, Ready):
                         return reply
                     self.ready = True
+                    if until_ready:
+                        return None
                     continue
             except (EOFError, OSError) as exc:
                 raise WorkerDiedError(self._death_note()) from exc
