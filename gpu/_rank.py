@@ -12,7 +12,6 @@ the rendezvous is a ``FileStore`` in the scratch dir, so no port is needed.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import sys
@@ -64,8 +63,7 @@ def main(argv: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 - reported as this check's failure
         traceback.print_exc()
         verdict.check(f"ran to the end ({type(exc).__name__}: {exc})"[:300], False)
-    sys.stdout.flush()
-    print(RESULT_PREFIX + json.dumps(verdict.to_json(), default=str), flush=True)
+    verdict.report()
     return 0
 
 

@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             bound = TIMEOUT_S[name] * (1 if mode == "GPU" else 2)
             results[name] = _run_check(name, log, bound)
             print(_line(name, results[name]), flush=True)
+            for line in results[name].get("lines", []):
+                print(f"      {line}", flush=True)
     report = {"mode": mode.lower(), "machine": machine, "checks": results}
     (out / "gpu-check.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     _print_skips(results)

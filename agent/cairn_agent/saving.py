@@ -91,7 +91,12 @@ def _save_global(
     )
     if request is None:
         return
-    async_queue(state).schedule(request)
+    queue = async_queue(state)
+    control = run_of(state).control
+    # The save before this one may still be in flight: wait for it only as long as the
+    # Checkpoint allows a save to take (spec.asyncWorker.saveStallSeconds), then abort it.
+    queue.stall_limit_s = control.resolution.policy.save_stall_seconds if control else None
+    queue.schedule(request)
     if not non_persistent:
         reporting.save_phase(state, request.target.iteration, "Writing", is_async=True)
     logger.info(

@@ -45,10 +45,15 @@ from cairn_agent.async_save.worker import (
 from cairn_agent.async_save.writer import WriteJob
 from cairn_agent.engine import dist as cdist
 from cairn_agent.engine.save import SaveTarget, prepare_staging
+from cairn_agent.errors import AsyncSaveError
 from cairn_agent.storage import layout
 from cairn_agent.storage.durable import DEFAULT_IO, DurableIO
 
 log = logging.getLogger(__name__)
+
+
+_STALL_POLL_S = 0.05
+"""How often a bounded wait for a save in flight asks the other ranks."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +139,8 @@ class AsyncSaveQueue:
         self._worker_arena: int | None = None
         self._counts = {"workers": 0, "arenas": 0, "attaches": 0, "worker_ptr": 0}
         self._closed = False
+        self.stall_limit_s: float | None = None
+        """A save in flight longer than this is aborted rather than waited for (None: wait)."""
         weakref.finalize(self, self._res.release)
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -163,11 +170,13 @@ class AsyncSaveQueue:
     def schedule(self, request: AsyncRequest) -> None:
         """COLLECTIVE: stage ``request`` and hand it to the worker; returns without writing.
 
-        A save still in flight is finalized first (blocking, may raise ``AsyncSaveError``).
+        A save still in flight is finalized first (may raise ``AsyncSaveError``); one stalled
+        past ``stall_limit_s`` is aborted on every rank instead of waited for (see
+        :meth:`_finish_in_flight`).
         """
         self._check_open()
         if self._inflight:
-            self.maybe_finalize(blocking=True)
+            self._finish_in_flight()
         started_at = time.time()
         planned = self._planner.plan(request.sharded_state_dict)
         staging = prepare_staging(request.target, io=self._io, group=self._group)
@@ -225,6 +234,37 @@ class AsyncSaveQueue:
             self._collect_replies(blocking=False)
         return sum(1 for entry in self._inflight if not entry.done)
 
+    def _finish_in_flight(self) -> None:
+        """COLLECTIVE: wait for the saves in flight, bounded by ``stall_limit_s``.
+
+        Without a bound a frozen worker would hang training here for good (the stall check at
+        step boundaries never runs while this waits). Every rank polls, and one all-reduce per
+        poll agrees whether all are done or one is stalled; a stalled save is aborted on every
+        rank (nothing of it visible, the tracker unchanged) and training goes on.
+        """
+        limit = self.stall_limit_s
+        while limit is not None:
+            stalled = self.oldest_in_flight_s() > limit
+            pending = any(not entry.done for entry in self._inflight)
+            agreed = cdist.all_reduce_max_ints([int(pending), int(stalled)], self._group)
+            if not agreed[0]:
+                break
+            if agreed[1]:
+                self.abort_in_flight(f"save stalled: in flight longer than {limit:g} s")
+                try:
+                    self.maybe_finalize(blocking=True)
+                except AsyncSaveError as exc:
+                    # Tolerated on purpose: the stalled save is gone, nothing of it visible;
+                    # the save being scheduled now gets a fresh worker.
+                    log.error(
+                        "rank %d: aborted a stalled async save: %s",
+                        cdist.get_rank(self._group),
+                        exc,
+                    )
+                return
+            time.sleep(_STALL_POLL_S)
+        self.maybe_finalize(blocking=True)
+
     def oldest_in_flight_s(self, now: float | None = None) -> float:
         """Seconds since the oldest save this rank's worker has not finished was scheduled (0:
         none). Local and non-blocking: a save already written but not finalized yet (training
@@ -232,8 +272,9 @@ class AsyncSaveQueue:
         if self._inflight:
             self._collect_replies(blocking=False)
         unfinished = [entry for entry in self._inflight if not entry.done]
-        if not unfinished:
-            return 0.0
+        worker = self._res.worker
+        if not unfinished or (worker is not None and not worker.ready):
+            return 0.0  # a worker still starting up (importing torch) is not stalled yet
         return max(0.0, (time.time() if now is None else now) - unfinished[0].started_at)
 
     def abort_in_flight(self, reason: str) -> None:
@@ -255,6 +296,8 @@ class AsyncSaveQueue:
             )
             worker.kill()
         self._worker_arena = None
+        if not self._closed:
+            self._ensure_worker()  # start its successor now: the next save finds it ready
 
     def num_unfinalized(self) -> int:
         """Saves scheduled on this rank and not finalized yet."""

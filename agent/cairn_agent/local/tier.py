@@ -25,6 +25,7 @@ and the planned parts move point to point.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -193,9 +194,14 @@ class LocalTier:
     def _parts(self, part: TensorAwareStateDict, iteration: int) -> list[tuple[int, Any]]:
         strategy = self.strategy
         if strategy is None:
-            # A private host copy: training may change the live tensors while it is written.
-            part.copy_tensors_to_cpu(non_blocking=False)
-            return [(dist.get_rank(), part)]
+            # A private copy, as the clique exchange makes one: training may change the live
+            # state while an async save writes it. Tensors get a host copy; the rest (e.g.
+            # Adam's step counters, tensors in the common state, bumped in place) a deep copy.
+            tensors = part.pop_tensors()  # first: it records each tensor's own device
+            frozen = copy.deepcopy(part)
+            frozen.insert_tensors(tensors)
+            frozen.copy_tensors_to_cpu(non_blocking=False)
+            return [(dist.get_rank(), frozen)]
         copies, ids = strategy.replicate(part, self.manager.ckpt_id(iteration))
         return [(origin, copy) for copy, (_, origin, _) in zip(copies, ids, strict=True)]
 
