@@ -91,7 +91,8 @@ def _every(step: int, interval: int | None) -> bool:
 
 def _abort_stalled(state: Any, decision: StepDecision) -> None:
     queue = getattr(state, "_async_calls_queue", None)
-    if queue is None:
+    # The same answer on every rank: saves are scheduled and finalized collectively.
+    if queue is None or not queue.num_unfinalized():
         return
     seconds = decision.policy.save_stall_seconds
     queue.abort_in_flight(f"save stalled: in flight longer than saveStallSeconds={seconds}")

@@ -32,6 +32,9 @@ def pod_env(sandbox: Sandbox, name: str, namespace: str = "default") -> dict[str
         "CAIRN_CHECKPOINT": f"{namespace}/{name}",
         "KUBECONFIG": str(sandbox.kubeconfig),
         "CAIRN_STATUS_MIN_INTERVAL_S": "0.2",
+        # Agree at every step boundary (not every K, as measured costs would choose on these
+        # tiny steps), so a test can name the step an edit applies at: the one after it is seen.
+        "CAIRN_AGREE_EVERY_STEPS": "1",
     }
 
 

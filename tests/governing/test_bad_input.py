@@ -56,7 +56,8 @@ def test_local_tier_without_a_local_directory_is_refused(sandbox: Sandbox, tmp_p
         records = run.records()
 
     view = same_on_every_rank(records, "non_persistent_type", "saved")
-    assert [kind for _, kind, _ in view] == [None] * 12 + ["local"] * 4
+    # The fixed spec applies at the second boundary after the pause at 12 (offered at 13).
+    assert [kind for _, kind, _ in view] == [None] * 13 + ["local"] * 3
     # Training was never disturbed: every step ran, every save on the spec's interval.
     assert [step for step, _, did in view if did] == [4, 8, 12, 16]
     assert committed_iterations(root) == [4, 8, 12, 16]

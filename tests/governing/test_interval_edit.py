@@ -59,8 +59,10 @@ def test_saves_follow_an_interval_edited_mid_run(sandbox: Sandbox, tmp_path: Pat
         records = run.records()
 
     view = same_on_every_rank(records, "interval", "saved")
-    # Every rank switched at the same step, the first boundary after the edit reached the job.
-    assert [interval for _, interval, _ in view] == [4] * 8 + [6] * 16
+    # Every rank switched at the same step: the edit reached rank 0 during the pause, was offered
+    # at the first boundary after it (step 9) and applied at the next (step 10) — the
+    # agreement's one-step lag, which lets it overlap the step instead of stalling it.
+    assert [interval for _, interval, _ in view] == [4] * 9 + [6] * 15
     assert [step for step, _, did in view if did] == [4, 8, 12, 18, 24]
     assert committed_iterations(root) == [4, 8, 12, 18, 24]
 

@@ -43,7 +43,7 @@ def test_lowered_keep_last_deletes_what_gc_predicted(sandbox: Sandbox, tmp_path:
         save_until=12,
         pause_at=(12,),
         list_root=True,
-        max_steps=14,
+        max_steps=15,
     )
     with GovernedRun(plan) as run:
         run.wait_paused()
@@ -53,15 +53,16 @@ def test_lowered_keep_last_deletes_what_gc_predicted(sandbox: Sandbox, tmp_path:
         assert committed_iterations(root) == [2, 4, 6, 8, 10, 12], "the dry run deleted"
 
         sandbox.patch("checkpoints", NAME, {"spec": {"retention": {"keepLast": 2}}})
-        run.resume(see_generation=2)  # rank 0 saw the edit: the next boundary applies it
+        # Rank 0 saw the edit: the next boundary (13) offers it, the one after (14) applies it.
+        run.resume(see_generation=2)
         records = run.records()
 
     view = same_on_every_rank(records, "keep")
-    assert [keep for _, keep in view] == [10] * 12 + [2] * 2
-    # Deleted at the boundary that applied the policy (step 13), with no save to trigger it.
+    assert [keep for _, keep in view] == [10] * 13 + [2] * 2
+    # Deleted at the boundary that applied the policy (step 14), with no save to trigger it.
     on_disk = [r.on_disk for r in records[0]]
-    assert on_disk[11] == (2, 4, 6, 8, 10, 12)
-    assert list(on_disk[12]) == predicted["keep"]
+    assert on_disk[12] == (2, 4, 6, 8, 10, 12)
+    assert list(on_disk[13]) == predicted["keep"]
     assert committed_iterations(root) == predicted["keep"]
     assert applied_generation(sandbox, NAME) == 2
 

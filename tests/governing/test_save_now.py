@@ -48,7 +48,7 @@ def test_save_now_commits_a_save_at_the_step_it_was_answered(
         asked = _finished(_save_now(sandbox, "node maintenance"))
         first = re.search(r"save requested \((\S+)\)", asked)
         assert first is not None, asked
-        run.resume(see_generation=2)  # answered at the next boundary: step 4
+        run.resume(see_generation=2)  # offered at step 4, answered at step 5
         run.wait_paused()
         answer = sandbox.get("checkpoints", NAME)["status"]["lastSaveRequest"]
         assert answer["requestId"] == first[1] and answer["outcome"] == "Committed", answer
@@ -56,22 +56,22 @@ def test_save_now_commits_a_save_at_the_step_it_was_answered(
         # The second time the SRE waits for the answer, as a drain script would.
         waiting = _save_now(sandbox, "second request", "--wait", "60")
         get_when(sandbox, NAME, lambda o: o["metadata"]["generation"] == 3, what="the request")
-        run.resume(see_generation=3)  # answered at step 14
-        assert "iteration 14 committed" in _finished(waiting)
+        run.resume(see_generation=3)  # offered at step 14, answered at step 15
+        assert "iteration 15 committed" in _finished(waiting)
         records = run.records()
 
     view = same_on_every_rank(records, "cluster_saved", "saved")
-    assert [step for step, by_cluster, _ in view if by_cluster] == [4, 14]
+    assert [step for step, by_cluster, _ in view if by_cluster] == [5, 15]
     assert [step for step, _, by_loop in view if by_loop] == [10, 20]
     # Committed before the boundary returned: on disk when the step that asked for it ended.
-    assert 4 in records[0][3].on_disk and 14 in records[0][13].on_disk
-    assert committed_iterations(root) == [4, 10, 14, 20]
+    assert 5 in records[0][4].on_disk and 15 in records[0][14].on_disk
+    assert committed_iterations(root) == [5, 10, 15, 20]
 
     answer = sandbox.get("checkpoints", NAME)["status"]["lastSaveRequest"]
     assert {k: answer[k] for k in ("reason", "requestedIteration", "iteration", "outcome")} == {
         "reason": "second request",
-        "requestedIteration": 14,
-        "iteration": 14,
+        "requestedIteration": 15,
+        "iteration": 15,
         "outcome": "Committed",
     }
     assert answer["committedAt"] and answer["saveSeconds"] >= 0

@@ -23,7 +23,15 @@ def _run(
 ) -> list[dict[str, Any]]:
     return [
         unpack(r)
-        for r in run_ranks(train_until_sigterm, 2, str(root), env or {}, signal_at, signalled, ckpt)
+        for r in run_ranks(
+            train_until_sigterm,
+            2,
+            str(root),
+            {"CAIRN_AGREE_EVERY_STEPS": "1", **(env or {})},
+            signal_at,
+            signalled,
+            ckpt,
+        )
     ]
 
 
@@ -52,20 +60,23 @@ def test_sigterm_saves_the_step_reached_and_the_resume_is_bit_exact(
 ) -> None:
     signal_at = RNG.randrange(5, 15)
     stopped = _run(tmp_path, signal_at, signalled, save_interval=4, most_recent_k=-1)
-    assert [s["step"] for s in stopped] == [signal_at, signal_at]  # every rank, same step
+    # The signal is offered at the boundary of the step it arrived in and acted on at the next
+    # (the agreement's one-step lag): every rank stops at that same step, and saves it.
+    reached = signal_at + 1
+    assert [s["step"] for s in stopped] == [reached, reached]
     assert [s["code"] for s in stopped] == [143, 143]
     assert all("checkpoint committed" in s["message"] for s in stopped)
-    assert layout.tracker_path(tmp_path).read_text().strip() == str(signal_at)
-    assert signal_at in committed_iterations(tmp_path)
-    _assert_resumes_bit_exact(tmp_path, stopped, signal_at)
+    assert layout.tracker_path(tmp_path).read_text().strip() == str(reached)
+    assert reached in committed_iterations(tmp_path)
+    _assert_resumes_bit_exact(tmp_path, stopped, reached)
 
 
 def test_sigterm_with_an_async_save_in_flight_finalizes_it_then_saves(tmp_path: Path) -> None:
     stopped = _run(tmp_path, 5, [0, 1], async_save=True, save_interval=4, most_recent_k=-1)
-    assert [s["step"] for s in stopped] == [5, 5]
-    assert {4, 5} <= set(committed_iterations(tmp_path))  # the in-flight save, then the final
-    assert layout.tracker_path(tmp_path).read_text().strip() == "5"
-    _assert_resumes_bit_exact(tmp_path, stopped, 5)
+    assert [s["step"] for s in stopped] == [6, 6]
+    assert {4, 6} <= set(committed_iterations(tmp_path))  # the in-flight save, then the final
+    assert layout.tracker_path(tmp_path).read_text().strip() == "6"
+    _assert_resumes_bit_exact(tmp_path, stopped, 6)
 
 
 def test_a_budget_too_small_exits_cleanly_and_keeps_the_previous_checkpoint(

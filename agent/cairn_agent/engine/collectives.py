@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.api import CheckpointException
 
-from cairn_agent.engine.dist import all_reduce_min_int, broadcast_object, get_rank
+from cairn_agent.engine.dist import all_reduce_min_int, broadcast_object, get_rank, is_distributed
 from cairn_agent.errors import CommitError
 
 T = TypeVar("T")
@@ -105,3 +106,53 @@ def run_agreed(step: str, fn: Callable[[], T], group: dist.ProcessGroup | None =
     if error is not None:
         raise CommitError(f"{step} failed on rank {rank}: {describe_error(error)}") from error
     raise CommitError(f"{step} failed on another rank (this rank {rank} succeeded)")
+
+
+class LaggedMax:
+    """An element-wise MAX agreement whose communication overlaps the step that follows it.
+
+    For a per-step agreement whose cost must not show in step time: :meth:`exchange` hands this
+    rank's values to a non-blocking all-reduce on a private gloo group and returns the result of
+    the *previous* call's all-reduce, complete by now (it ran while the step computed). Every rank
+    calls it at the same points, so every rank acts on the same result at the same step, one
+    step after the values were offered. :meth:`exchange_now` is the blocking form, for the first
+    agreement of a run. A private CPU group keeps it off the training group's queue and, on
+    NCCL jobs, off the GPU (no device sync per step).
+    """
+
+    def __init__(self) -> None:
+        self._group = dist.new_group(backend="gloo") if is_distributed() else None
+        self._pending: tuple[Any, torch.Tensor] | None = None
+        self._offered: list[int] | None = None  # without a process group: the last offer
+
+    def exchange_now(self, values: list[int]) -> list[int]:
+        """COLLECTIVE, blocking: the MAX of ``values`` over ranks (a lagged round is drained)."""
+        self._drain()
+        if self._group is None:
+            return list(values)
+        tensor = torch.tensor(values, dtype=torch.int64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self._group)
+        return [int(v) for v in tensor.tolist()]
+
+    def exchange(self, values: list[int]) -> list[int] | None:
+        """COLLECTIVE: offer ``values``; the MAX of the previous offers (None on the first)."""
+        previous = self._drain()
+        if self._group is None:
+            self._offered = list(values)
+            return previous
+        tensor = torch.tensor(values, dtype=torch.int64)
+        work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self._group, async_op=True)
+        self._pending = (work, tensor)
+        return previous
+
+    def _drain(self) -> list[int] | None:
+        """The result of the round in flight (waited for), if any."""
+        if self._group is None:
+            offered, self._offered = self._offered, None
+            return offered
+        if self._pending is None:
+            return None
+        work, tensor = self._pending
+        self._pending = None
+        work.wait()
+        return [int(v) for v in tensor.tolist()]

@@ -9,7 +9,10 @@ of ``maybe_finalize_async_save`` or :func:`cairn_agent.checkpointing.save_due`):
    published intervals changed. Every rank notes whether it was asked to stop (SIGTERM) and
    whether its async save is stalled.
 2. One all-reduce (MAX) of ``[policy version, stop, stalled]`` — three integers — tells every
-   rank all three facts. That is the whole per-step cost while nothing changes.
+   rank all three facts. It is offered at one boundary and read at the next (a non-blocking
+   all-reduce on a private gloo group, done while the step computes): every rank acts on the
+   same facts at the same step, one step after they were offered, and the per-step cost is
+   launching and collecting it. The first agreement of a run is blocking.
 3. Only when the version moved, rank 0 resolves the effective policy (``resource.policy``) and
    broadcasts it; every rank applies it to the live ``CheckpointConfig`` (Megatron-Bridge's loop
    reads ``save_interval`` from it every step) and rank 0 reports it in
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import os
 import statistics
 import threading
 import time
@@ -31,6 +36,7 @@ from typing import Any
 
 from cairn_agent.cluster import reporting
 from cairn_agent.engine import dist
+from cairn_agent.engine.collectives import LaggedMax
 from cairn_agent.resource import contract, save_request
 from cairn_agent.resource.policy import (
     EffectivePolicy,
@@ -46,6 +52,11 @@ from cairn_agent.state.train import GlobalState
 logger = logging.getLogger(__name__)
 
 _STEP_SAMPLES = 32
+AGREE_EVERY_ENV = "CAIRN_AGREE_EVERY_STEPS"
+"""Fixes the agreement period in steps (otherwise chosen from measured costs)."""
+_OVERHEAD_FRACTION = 0.005
+_MAX_AGREEMENT_GAP_S = 1.0
+_MAX_PERIOD = 1000
 _FIRST_SYNC_S = 5.0
 
 
@@ -75,6 +86,10 @@ class Control:
 
     def __init__(self, state: Any) -> None:
         self._script = ScriptPolicy.of(state.cfg.checkpoint)
+        self._agreement = LaggedMax()  # collective: every rank creates its Control alike
+        self._every = 1
+        self._until_next = 0
+        self._agreement_s: float | None = None
         self._cairn_state = isinstance(state, GlobalState)
         self.resolution = resolve({}, {}, 0, self._script)
         self._applied_version = 0
@@ -131,19 +146,68 @@ class Control:
         if self.last_decision is not None and step == self._last_step:
             return self.last_decision  # already agreed at this step (every rank caches alike)
         self._measure_step(step)
-        version = self._poll() if dist.get_rank() == 0 else 0
-        stalled = self._stalled(state)
-        agreed = dist.all_reduce_max_ints([version, int(self.stop_requested.is_set()), stalled])
+        if self._last_step is not None and self._until_next > 0:
+            self._until_next -= 1  # the same count on every rank: no agreement at this step
+            return self._decide(state, step, stop=False, stalled=False, retention_changed=False)
+        started = time.monotonic()
+        agreed = self._agree(state)
+        self._agreement_s = time.monotonic() - started
+        self._every = max(1, agreed[3])
+        self._until_next = self._every - 1
         retention_changed = False
         if agreed[0] != self._applied_version:
             retention_changed = self._adopt(state, agreed[0])
+        return self._decide(
+            state,
+            step,
+            stop=bool(agreed[1]),
+            stalled=bool(agreed[2]),
+            retention_changed=retention_changed,
+        )
+
+    def _agree(self, state: Any) -> list[int]:
+        """This boundary's agreed ``[version, stop, stalled, next period]`` (see the module)."""
+        coordinator = dist.get_rank() == 0
+        offer = [
+            self._poll() if coordinator else 0,
+            int(self.stop_requested.is_set()),
+            self._stalled(state),
+            self._next_period() if coordinator else 0,
+        ]
+        # The first agreement of a run is blocking (the spec applies before the load); later
+        # ones act on the round offered at the previous agreement, which ran during the steps.
+        agreed = None if self._last_step is None else self._agreement.exchange(offer)
+        if agreed is None:
+            agreed = self._agreement.exchange_now(offer)
+            self._agreement.exchange(offer)  # primes the pipeline: the next agreement reads it
+        return agreed
+
+    def _next_period(self) -> int:
+        """Rank 0: agree every K steps, K such that agreeing costs at most 0.5% of step time.
+
+        On real training steps (seconds) K is 1; on tiny steps agreeing every step would show.
+        K is capped so that K steps take at most ``_MAX_AGREEMENT_GAP_S`` (an edit or SIGTERM
+        is acted on within that). ``CAIRN_AGREE_EVERY_STEPS`` fixes K (tests, debugging).
+        """
+        fixed = os.environ.get(AGREE_EVERY_ENV, "").strip()
+        if fixed.isdigit() and int(fixed) >= 1:
+            return int(fixed)
+        step = self.step_time_s()
+        if not step or self._agreement_s is None:
+            return 1
+        wanted = math.ceil(self._agreement_s / (_OVERHEAD_FRACTION * step))
+        return max(1, min(wanted, int(_MAX_AGREEMENT_GAP_S / step), _MAX_PERIOD))
+
+    def _decide(
+        self, state: Any, step: int, *, stop: bool, stalled: bool, retention_changed: bool
+    ) -> StepDecision:
         request = self.resolution.policy.save_request
         due = request if request is not None and request != self.handled_request else None
         decision = StepDecision(
             policy=self.resolution.policy,
             save_request=due,
-            stop=bool(agreed[1]),
-            stalled=bool(agreed[2]),
+            stop=stop,
+            stalled=stalled,
             retention_changed=retention_changed,
         )
         self.last_decision, self._last_step = decision, step
