@@ -4,6 +4,7 @@ over a quiet run (within the bounds), and ``kubectl cairn describe`` shows why."
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -147,7 +148,9 @@ def test_adaptive_interval_follows_failures_and_quiet_runs(
     assert "save cost 30.5s (measured, p50 of 4)" in text
     assert "MTBF:" in text and "3 failure(s)" in text and "measured+prior" in text
     assert "Recovery:       120.0s (measured, p50 of 3)" in text
-    assert "Step time:      5.1s (measured" in text
+    # 5.0 or 5.1: a reconcile between the clock's jump and the new report may have published
+    # first, and the recompute period then holds the inputs it saw (both are measured values).
+    assert re.search(r"Step time:\s+5\.[01]s \(measured", text), text
     assert "expected loss" in text
     assert "policy Adaptive (20..1000 steps), starting from every 1000 steps" in text
 
