@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import pytest
 from cairn_operator.run import RunningOperator, run_in_thread
-from cairn_operator.testing import Sandbox, pruned_checkpoint_fields, validate_checkpoint
 from cairn_operator.settings import OperatorSettings
+from cairn_operator.testing import Sandbox, pruned_checkpoint_fields, validate_checkpoint
 
 T = TypeVar("T")
 FAST = OperatorSettings(health_interval_s=0.3, gc_image="cairn:test")
