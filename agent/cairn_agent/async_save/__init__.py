@@ -13,14 +13,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cairn_agent.async_save.queue import AsyncRequest, AsyncSaveQueue, QueueStats
+    from cairn_agent.async_save.queue import AsyncSaveQueue
+    from cairn_agent.async_save.request import AsyncRequest, QueueStats
 
 __all__ = ["AsyncRequest", "AsyncSaveQueue", "QueueStats"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name == "AsyncSaveQueue":
         from cairn_agent.async_save import queue
 
-        return getattr(queue, name)
+        return queue.AsyncSaveQueue
+    if name in __all__:
+        from cairn_agent.async_save import request
+
+        return getattr(request, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch.distributed as dist
 from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.storage import WriteResult
 
+from cairn_agent.async_save.request import AsyncRequest
 from cairn_agent.async_save.writer import RankWriteOutcome
 from cairn_agent.engine import collectives
 from cairn_agent.engine import dist as cdist
@@ -32,9 +32,6 @@ from cairn_agent.errors import AsyncSaveError, CommitError
 from cairn_agent.storage import layout
 from cairn_agent.storage.commit import abort_staging_dir
 from cairn_agent.storage.durable import DurableIO
-
-if TYPE_CHECKING:  # the queue schedules these; only the type is needed here
-    from cairn_agent.async_save.queue import AsyncRequest
 
 log = logging.getLogger(__name__)
 
