@@ -66,11 +66,12 @@ async def merge_patch(
 
 async def set_finalizers(
     body: Mapping[str, Any], finalizers: list[str], *, settings: kopf.OperatorSettings, logger: Any
-) -> bool:
+) -> Body | None:
     """Replace ``metadata.finalizers`` if the object is unchanged since ``body`` was read.
 
     A JSON patch guarded by a ``test`` of the resourceVersion: another controller's finalizer
-    added meanwhile is never dropped. False when the object changed or is gone (retry later).
+    added meanwhile is never dropped. Returns the object after the write; None when the object
+    changed or is gone (retry later).
     """
     meta = body.get("metadata") or {}
     url = checkpoint_url(meta.get("namespace", ""), meta.get("name", ""))
@@ -79,7 +80,7 @@ async def set_finalizers(
         {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
     ]
     try:
-        await kopf_api.patch(
+        result: Body = await kopf_api.patch(
             url,
             payload=ops,
             headers={"Content-Type": "application/json-patch+json"},
@@ -91,8 +92,8 @@ async def set_finalizers(
         kopf_errors.APIConflictError,
         kopf_errors.APIUnprocessableEntityError,
     ):
-        return False
-    return True
+        return None
+    return result
 
 
 async def create_if_absent(

@@ -117,6 +117,11 @@ class Metrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
         )
+        self.events_skipped = Counter(
+            "cairn_operator_checkpoint_events_skipped",
+            "Checkpoint watch events no newer than a state already reconciled or written",
+            registry=self.registry,
+        )
 
     def serve(self, port: int) -> None:
         """Expose ``/metrics`` over HTTP on ``port`` (a daemon thread)."""

@@ -88,7 +88,9 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings, ours: OperatorSettings)
     kopf_settings.peering.standalone = True
     kopf_settings.watching.connect_timeout = 10
     kopf_settings.watching.server_timeout = 300
-    # Watch only the pods of training jobs and Cairn's GC Jobs, filtered by the API server:
+    # Watch only the pods of training jobs and Cairn's clean-up Jobs, filtered by the API server:
     # an operator must not cache every pod of the cluster (memory grows with watched objects).
+    # Retention Jobs are not watched (nothing waits for them; their names make them idempotent),
+    # and at thousands of Checkpoints they outnumber the Checkpoints themselves.
     kopf_settings.watching.label_selectors["v1", "pods"] = contract.LABEL_CHECKPOINT
-    kopf_settings.watching.label_selectors["batch", "jobs"] = f"{contract.GROUP}/gc-purpose"
+    kopf_settings.watching.label_selectors["batch", "jobs"] = f"{contract.GROUP}/gc-purpose=delete"

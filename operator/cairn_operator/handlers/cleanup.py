@@ -55,35 +55,43 @@ def _finalizers(body: Mapping[str, Any]) -> list[str]:
 _ATTEMPTS = 5
 
 
-async def _edit_finalizers(obj: Obj, ctx: OperatorContext, *, add: bool) -> bool:
-    """Add or remove Cairn's finalizer; True once done. Re-reads the object when it changed
-    since ``obj`` (a busy agent makes the watch's copy stale often enough that waiting for the
+async def _edit_finalizers(obj: Obj, ctx: OperatorContext, *, add: bool) -> Obj | None:
+    """Add or remove Cairn's finalizer; the server's object after the write, or None when
+    nothing was written (already so, gone, or still conflicting). Re-reads the object when it
+    changed since ``obj`` (a busy agent makes any copy stale often enough that waiting for the
     next event could starve, and a deleted object may see no further event at all)."""
     current: Obj | None = obj
     namespace, name = key_of(obj)
     for _ in range(_ATTEMPTS):
         if current is None:
-            return False
+            return None
         present = _finalizers(current)
         if (contract.FINALIZER in present) == add:
-            return True
+            return None
         if add and (current.get("metadata") or {}).get("deletionTimestamp"):
-            return False  # the API server refuses new finalizers on a deleted object
+            return None  # the API server refuses new finalizers on a deleted object
         wanted = (
             [*present, contract.FINALIZER]
             if add
             else [f for f in present if f != contract.FINALIZER]
         )
-        if await k8s.set_finalizers(current, wanted, settings=ctx.kopf_settings, logger=log):
-            return True
+        answer = await k8s.set_finalizers(current, wanted, settings=ctx.kopf_settings, logger=log)
+        if answer is not None:
+            return answer
         current = await k8s.get(
             k8s.checkpoint_url(namespace, name), settings=ctx.kopf_settings, logger=log
         )
-    return False
+    return None
+
+
+async def ensure_finalizer(obj: Obj, ctx: OperatorContext) -> Obj | None:
+    """Add Cairn's finalizer to a live Checkpoint that lacks it; the server's object after the
+    write, or None when nothing was written."""
+    return await _edit_finalizers(obj, ctx, add=True)
 
 
 async def _release(obj: Obj, ctx: OperatorContext, why: str) -> None:
-    if await _edit_finalizers(obj, ctx, add=False):
+    if await _edit_finalizers(obj, ctx, add=False) is not None:
         log.info("%s: finalizer released (%s)", ref(obj), why)
 
 
@@ -122,12 +130,10 @@ async def _on_cleanup_job(job: kopf.Body, ctx: OperatorContext) -> None:
 
 
 async def reconcile(obj: Obj, patch: kopf.Patch, ctx: OperatorContext) -> None:
-    """Add the finalizer to a live Checkpoint; finish the deletion of a deleted one."""
-    has = contract.FINALIZER in _finalizers(obj)
+    """Finish the deletion of a deleted Checkpoint (a live one gets the finalizer after the
+    cycle's status write: ``ensure_finalizer``)."""
     deleting = bool((obj.get("metadata") or {}).get("deletionTimestamp"))
-    if not deleting and not has:
-        await _edit_finalizers(obj, ctx, add=True)
-    elif deleting and has:
+    if deleting and contract.FINALIZER in _finalizers(obj):
         await _finish_deletion(obj, ctx)
 
 

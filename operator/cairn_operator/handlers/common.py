@@ -21,6 +21,7 @@ from cairn_agent.resource import contract
 
 from cairn_operator.metrics import Metrics
 from cairn_operator.reconcile import conditions
+from cairn_operator.reconcile.echo import Watermarks
 from cairn_operator.reconcile.node_index import NodeIndex
 from cairn_operator.settings import OperatorSettings
 
@@ -47,7 +48,8 @@ class OperatorContext:
     clock: Callable[[], dt.datetime] = _utcnow
     """Current time (UTC); injectable for tests."""
     seen: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
-    """The last body of each Checkpoint seen on the watch (what the health scanner visits)."""
+    """What the health scanner judges of the last body of each Checkpoint seen on the watch
+    (``health.essentials``)."""
     known_jobs: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     """GC Jobs known to exist -> their creation time (a cache that saves a 409 per event;
     a restarted operator starts empty and finds them again by their deterministic names)."""
@@ -57,6 +59,8 @@ class OperatorContext:
     """Serialise read-modify-write of one Checkpoint's ledger across concurrent pod events."""
     nodes: NodeIndex = dataclasses.field(default_factory=NodeIndex)
     """Training pods by node and the nodes that announce an end (cordon, NoExecute taint)."""
+    watermarks: Watermarks = dataclasses.field(default_factory=Watermarks)
+    """Per Checkpoint, the newest resourceVersion that needs no reconcile (``reconcile.echo``)."""
     recorded_grace: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     """The pods' grace period last written to each Checkpoint's preemption ledger (a cache that
     saves a read per pod event; a restarted operator reads it again)."""

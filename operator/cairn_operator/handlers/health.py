@@ -23,6 +23,7 @@ from cairn_operator.handlers.common import (
     LEDGER_ANNOTATION,
     Obj,
     OperatorContext,
+    annotation,
     generation_of,
     is_live,
     key_of,
@@ -118,8 +119,32 @@ async def scan_forever(ctx: OperatorContext) -> None:
                     )
 
 
+_METADATA_JUDGED = ("namespace", "name", "generation", "deletionTimestamp")
+_STATUS_JUDGED = (contract.SAVE_IN_PROGRESS, contract.ASYNC_WORKER)
+
+
+def essentials(obj: Obj) -> dict[str, Any]:
+    """The parts of a Checkpoint that ``verdict`` judges, and nothing else.
+
+    What the scanner keeps per Checkpoint is what the operator's memory grows with; the saved
+    iterations, retention plan and the rest of the status are not needed to judge health (the
+    scanner re-reads the whole object before it writes).
+    """
+    meta = obj.get("metadata") or {}
+    status = status_of(obj)
+    kept_meta = {k: meta[k] for k in _METADATA_JUDGED if k in meta}
+    ledger = annotation(obj, LEDGER_ANNOTATION)
+    if ledger is not None:
+        kept_meta["annotations"] = {LEDGER_ANNOTATION: ledger}
+    kept_status = {k: status[k] for k in _STATUS_JUDGED if k in status}
+    degraded = _current(obj)
+    if degraded is not None:
+        kept_status[contract.CONDITIONS] = [degraded]
+    return {"metadata": kept_meta, "spec": obj.get("spec") or {}, "status": kept_status}
+
+
 def remember(obj: Obj, deleted: bool, ctx: OperatorContext) -> None:
-    """Keep the last body of each Checkpoint for the scanner; start it on first use.
+    """Keep what the scanner judges of each Checkpoint's last body; start it on first use.
 
     Started from a handler, not at startup: the task inherits the handler's context (kopf's
     Event poster and credentials), which startup activities do not carry.
@@ -127,7 +152,7 @@ def remember(obj: Obj, deleted: bool, ctx: OperatorContext) -> None:
     if deleted:
         ctx.seen.pop(key_of(obj), None)
     else:
-        ctx.seen[key_of(obj)] = dict(obj)
+        ctx.seen[key_of(obj)] = essentials(obj)
     if ctx.scanner is None:
         ctx.scanner = asyncio.create_task(scan_forever(ctx), name="cairn-health-scanner")
 

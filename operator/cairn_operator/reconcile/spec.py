@@ -61,8 +61,25 @@ class SpecView:
     """``verification.deep``: the GC Job checksums files (``cairn gc --deep``)."""
 
 
+_last_read: tuple[Mapping[str, Any], SpecView] | None = None
+
+
 def read_spec(spec: Mapping[str, Any]) -> SpecView:
-    """Read ``spec`` tolerantly: missing or mistyped fields take the CRD's defaults."""
+    """Read ``spec`` tolerantly: missing or mistyped fields take the CRD's defaults.
+
+    Several handler groups read the spec of the same watch event; the last mapping read and its
+    view are kept, so each event's spec is parsed once (watch bodies are never mutated).
+    """
+    global _last_read
+    last = _last_read
+    if last is not None and last[0] is spec:
+        return last[1]
+    view = _read(spec)
+    _last_read = (spec, view)
+    return view
+
+
+def _read(spec: Mapping[str, Any]) -> SpecView:
     persistent = section(spec, "storage", "persistent")
     save = section(spec, "save")
     worker = section(spec, "asyncWorker")

@@ -25,6 +25,8 @@ from typing import Any
 import jsonpatch
 from kmock import KubernetesError
 
+from cairn_operator.reconcile import echo
+
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
@@ -39,16 +41,12 @@ def now_rfc3339() -> str:
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: nulls delete keys, objects merge, everything else replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+    """RFC 7386 JSON merge patch: nulls delete keys, objects merge, everything else replaces.
+
+    The operator's own implementation (it predicts what its writes make of an object), on a
+    copy of the patch: the stored object must not share values with a request body.
+    """
+    return echo.merge_patch(target, copy.deepcopy(patch))
 
 
 def apply_patch(stored: dict[str, Any], body: Any, content_type: str, *, custom: bool) -> Any:
