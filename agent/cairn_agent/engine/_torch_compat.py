@@ -6,6 +6,11 @@ when the torch pin moves (the engine and async tests exercise every one).
 
 from __future__ import annotations
 
+# The zip reader behind ``torch.load``: where a storage's record lies inside a ``torch.save``
+# blob, so that a load can read those bytes straight into the destination tensor instead of
+# through a temporary one (``engine.direct_read``). torch exposes no public equivalent.
+from torch._C import PyTorchFileReader
+
 # DCP's FileSystemWriter names each rank's shard files from a ``_StoragePrefix`` in the plan's
 # ``storage_data`` ("__<rank>_"). The async worker writes those files itself (outside
 # ``dcp.save``), so the coordinator's plan must carry the same prefix object for DCP's
@@ -19,4 +24,4 @@ from torch.distributed.tensor._utils import (
     compute_local_shape_and_global_offset as local_shape_and_global_offset,
 )
 
-__all__ = ["StoragePrefix", "local_shape_and_global_offset"]
+__all__ = ["PyTorchFileReader", "StoragePrefix", "local_shape_and_global_offset"]

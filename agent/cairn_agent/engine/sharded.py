@@ -41,9 +41,11 @@ from megatron.core.dist_checkpointing.validation import (
 )
 from torch.distributed.checkpoint.state_dict_saver import save as dcp_save
 
+from cairn_agent.engine import _mcore_compat
 from cairn_agent.engine._mcore_compat import clean_metadata_for_serialization
 from cairn_agent.engine.collectives import run_agreed
 from cairn_agent.engine.dcp_files import ChecksumFileSystemWriter
+from cairn_agent.engine.direct_read import DirectFileSystemReader
 from cairn_agent.engine.dist import get_rank
 from cairn_agent.storage import layout
 from cairn_agent.storage.durable import fsync_files
@@ -194,7 +196,8 @@ def load_sharded(
     ``data`` is None), resharded as needed; ``common.pt`` is merged in. ``strict`` is one of
     megatron-core's ``StrictHandling`` values.
     """
-    loaded = mcore_load(sharded_state_dict, str(directory), strict=strict)
+    with _mcore_compat.read_through(DirectFileSystemReader):
+        loaded = mcore_load(sharded_state_dict, str(directory), strict=strict)
     if isinstance(loaded, tuple):  # strict modes that also return mismatched keys
         return dict(loaded[0])
     return dict(loaded)

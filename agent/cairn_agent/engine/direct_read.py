@@ -1,0 +1,203 @@
+"""Reading saved tensors straight into their destination tensors at load.
+
+DCP's ``FileSystemReader`` loads every tensor item with ``torch.load`` from its slice of the
+shard file into a fresh tensor and then copies it into the destination: the bytes cross memory
+twice and ``torch.load`` builds a zip reader and an unpickler per item. What ``torch_dist``
+writes for a ``ShardedTensor`` is one ``torch.save`` blob per item whose single storage is the
+item's bytes, contiguous, from offset 0. For such an item this reader finds that storage's
+record in the blob's own zip directory and reads it with one ``readinto`` into the destination's
+memory. Every other item (byte items, views, dtype or shape differences, non-CPU destinations,
+transformed streams) goes through DCP's own path, so what loads is exactly what DCP would load.
+
+megatron-core's load strategy builds its reader internally; ``_mcore_compat.read_through``
+swaps this one in for the duration of a load.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from megatron.core.dist_checkpointing.strategies.cached_metadata_filesystem_reader import (
+    CachedMetadataFileSystemReader,
+)
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
+from torch.futures import Future
+
+from cairn_agent.engine import _torch_compat
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a ``torch.save`` blob of one plain tensor says about its storage."""
+
+    key: str
+    dtype: torch.dtype
+    storage_numel: int
+    storage_offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+
+
+class _Storage(tuple):  # type: ignore[type-arg]
+    """The persistent id of a storage: (key, dtype, numel)."""
+
+
+class _LayoutUnpickler(pickle.Unpickler):
+    """Reads ``data.pkl`` of a plain tensor into a ``_Layout``; refuses anything else."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return _rebuild
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if module == "torch" and name.endswith("Storage"):
+            storage_type = getattr(torch, name, None)
+            if isinstance(getattr(storage_type, "dtype", None), torch.dtype):
+                return storage_type
+        raise pickle.UnpicklingError(f"not a plain tensor: {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind, storage_type, key, _location, numel = pid
+        if kind != "storage":
+            raise pickle.UnpicklingError(f"not a storage: {kind!r}")
+        return _Storage((str(key), storage_type.dtype, int(numel)))
+
+
+def _rebuild(
+    storage: _Storage,
+    storage_offset: int,
+    size: Sequence[int],
+    stride: Sequence[int],
+    requires_grad: bool,
+    backward_hooks: Any,
+    *metadata: Any,
+) -> _Layout:
+    if not isinstance(storage, _Storage) or backward_hooks or metadata:
+        raise pickle.UnpicklingError("not a plain tensor")
+    key, dtype, numel = storage
+    return _Layout(key, dtype, numel, int(storage_offset), tuple(size), tuple(stride))
+
+
+class _Window(io.RawIOBase):
+    """The byte range [start, start+length) of an open file, as a seekable raw stream."""
+
+    def __init__(self, raw: io.FileIO, start: int, length: int) -> None:
+        super().__init__()
+        self._raw, self._start, self._length, self._pos = raw, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, min(self._length, base + offset))
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), self._length - self._pos)
+        done = _read_exactly(self._raw, view[:count], self._start + self._pos)
+        self._pos += done
+        return done
+
+
+def _read_exactly(raw: io.FileIO, view: memoryview, offset: int) -> int:
+    done = 0
+    while done < len(view):
+        raw.seek(offset + done)
+        got = raw.readinto(view[done:])
+        if not got:
+            break
+        done += got
+    return done
+
+
+def _contiguous_strides(size: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for dim in reversed(size):
+        strides.append(step)
+        step *= max(dim, 1)
+    return tuple(reversed(strides))
+
+
+def _storage_record(window: _Window, target: torch.Tensor) -> tuple[int, int] | None:
+    """(offset in the blob, bytes) of the storage to read into ``target``; None unless the blob
+    holds one plain, contiguous tensor of ``target``'s dtype and shape from offset 0."""
+    reader = _torch_compat.PyTorchFileReader(window)  # type: ignore[call-overload]
+    if reader.has_record("byteorder") and reader.get_record("byteorder") != sys.byteorder.encode():
+        return None
+    try:
+        layout = _LayoutUnpickler(io.BytesIO(reader.get_record("data.pkl"))).load()
+    except (pickle.UnpicklingError, ValueError, TypeError, AttributeError):
+        return None
+    if not isinstance(layout, _Layout):
+        return None
+    nbytes = target.numel() * target.element_size()
+    plain = (
+        layout.dtype == target.dtype
+        and layout.size == tuple(target.shape)
+        and layout.storage_offset == 0
+        and layout.storage_numel == target.numel()
+        and (target.numel() <= 1 or layout.stride == _contiguous_strides(layout.size))
+    )
+    record = f"data/{layout.key}"
+    if not plain or reader.get_record_size(record) != nbytes:
+        return None
+    return int(reader.get_record_offset(record)), nbytes
+
+
+class DirectFileSystemReader(CachedMetadataFileSystemReader):  # type: ignore[misc]
+    """megatron-core's caching DCP reader, with whole plain tensors read in place."""
+
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        per_file: dict[str, list[ReadItem]] = {}
+        for item in plan.items:
+            path = self.storage_data[item.storage_index].relative_path
+            per_file.setdefault(path, []).append(item)
+        others: list[ReadItem] = []
+        for relative_path, items in per_file.items():
+            path = self.fs.concat_path(self.path, relative_path)
+            with open(path, "rb", buffering=0) as raw:
+                others.extend(i for i in items if not self._read_in_place(raw, i, planner))
+        if others:
+            rest: Future[None] = super().read_data(
+                LoadPlan(others, plan.storage_data, plan.planner_data), planner
+            )
+            return rest
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    def _read_in_place(self, raw: io.FileIO, item: ReadItem, planner: LoadPlanner) -> bool:
+        info = self.storage_data[item.storage_index]
+        if item.type != LoadItemType.TENSOR or getattr(info, "transform_descriptors", None):
+            return False
+        if any(item.storage_offsets):
+            return False
+        target = planner.resolve_tensor(item).detach()
+        if target.device.type != "cpu" or not target.is_contiguous():
+            return False
+        if tuple(item.lengths) != tuple(target.shape):
+            return False
+        record = _storage_record(_Window(raw, info.offset, info.length), target)
+        if record is None:
+            return False
+        offset, nbytes = record
+        view = memoryview(target.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
+        if _read_exactly(raw, view, info.offset + offset) != nbytes:
+            raise OSError(f"{raw.name}: short read of {item.storage_index.fqn}")
+        planner.commit_tensor(item, target)
+        return True
