@@ -11,12 +11,14 @@ def main() -> None:
         interval_sim,
         local,
         preemption,
+        read_parallelism,
         save_bench,
         scaling,
         writer_knobs,
     )
 
     save_bench.main()
+    read_parallelism.main()
     local.main()
     scaling.main()
     writer_knobs.main()

@@ -136,7 +136,16 @@ def test_kueue_eviction_and_suspended_jobset(sandbox: Sandbox, operator: Running
     }
     sandbox.create(jobset)
     sandbox.patch("jobsets", "queued", {"spec": {"suspend": True}})
-    obj = get_when(sandbox, "queued", lambda o: save_now(o).get("requestId") != first)
+    # The announcement (spec.saveNow) and the reconcile it causes (status.lastPreemption) are
+    # two writes: wait for the second.
+    obj = get_when(
+        sandbox,
+        "queued",
+        lambda o: (
+            save_now(o).get("requestId") != first
+            and last_preemption(o).get("requestId") == save_now(o).get("requestId")
+        ),
+    )
     assert save_now(obj)["reason"].startswith("JobSetSuspended: jobset/queued")
     assert last_preemption(obj)["outcome"] == "Pending"
     assert preemptions(operator, "queued", "JobSetSuspended") == 1
