@@ -19,6 +19,7 @@ import collections
 import io
 import pickle
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 from megatron.core.dist_checkpointing.strategies.cached_metadata_filesystem_reader import (
     CachedMetadataFileSystemReader,
 )
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 from torch.futures import Future
 
@@ -45,6 +47,13 @@ class _Layout:
     stride: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class _StorageType:
+    """A pickled storage class, by the dtype it stands for."""
+
+    dtype: torch.dtype
+
+
 class _Storage(tuple):  # type: ignore[type-arg]
     """The persistent id of a storage: (key, dtype, numel)."""
 
@@ -58,14 +67,17 @@ class _LayoutUnpickler(pickle.Unpickler):
         if (module, name) == ("collections", "OrderedDict"):
             return collections.OrderedDict
         if module == "torch" and name.endswith("Storage"):
-            storage_type = getattr(torch, name, None)
-            if isinstance(getattr(storage_type, "dtype", None), torch.dtype):
-                return storage_type
+            with warnings.catch_warnings():  # the legacy typed storage classes warn on use
+                warnings.simplefilter("ignore", UserWarning)
+                storage_type = getattr(torch, name, None)
+                dtype = getattr(storage_type, "dtype", None)
+            if isinstance(dtype, torch.dtype):
+                return _StorageType(dtype)
         raise pickle.UnpicklingError(f"not a plain tensor: {module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
         kind, storage_type, key, _location, numel = pid
-        if kind != "storage":
+        if kind != "storage" or not isinstance(storage_type, _StorageType):
             raise pickle.UnpicklingError(f"not a storage: {kind!r}")
         return _Storage((str(key), storage_type.dtype, int(numel)))
 
@@ -185,18 +197,23 @@ class DirectFileSystemReader(CachedMetadataFileSystemReader):  # type: ignore[mi
         info = self.storage_data[item.storage_index]
         if item.type != LoadItemType.TENSOR or getattr(info, "transform_descriptors", None):
             return False
-        if any(item.storage_offsets):
+        if any(item.storage_offsets) or not isinstance(planner, DefaultLoadPlanner):
             return False
-        target = planner.resolve_tensor(item).detach()
-        if target.device.type != "cpu" or not target.is_contiguous():
+        # Judge the destination without ``resolve_tensor``: megatron-core's may stage an FP8
+        # tensor that only a ``commit_tensor`` right after releases, and a refused item must
+        # leave the planner as DCP's own path expects to find it.
+        base = planner.lookup_tensor(item.dest_index)
+        if type(base) is not torch.Tensor or base.device.type != "cpu":
             return False
-        if tuple(item.lengths) != tuple(target.shape):
+        probe = planner.transform_tensor(item, base).detach()
+        if not probe.is_contiguous() or tuple(item.lengths) != tuple(probe.shape):
             return False
-        record = _storage_record(_Window(raw, info.offset, info.length), target)
+        record = _storage_record(_Window(raw, info.offset, info.length), probe)
         if record is None:
             return False
+        target = planner.resolve_tensor(item).detach()
         offset, nbytes = record
-        view = memoryview(target.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
+        view = memoryview(target.reshape(-1).view(torch.uint8).numpy())
         if _read_exactly(raw, view, info.offset + offset) != nbytes:
             raise OSError(f"{raw.name}: short read of {item.storage_index.fqn}")
         planner.commit_tensor(item, target)
