@@ -45,15 +45,17 @@ def _save_load(rank: int, world_size: int, root: str) -> dict[str, Any]:
     saved = _state(fill=True)
     final = save_sync(_sharded(saved), SaveTarget(root=Path(root), iteration=1))
     in_place: list[str] = []
-    original = direct_read.DirectFileSystemReader._read_in_place
+    original = direct_read.DirectFileSystemReader._place
 
-    def spy(self: Any, raw: Any, item: Any, planner: Any) -> bool:
-        done = original(self, raw, item, planner)
-        if done:
+    def spy(self: Any, raw: Any, item: Any, planner: Any) -> Any:
+        placed = original(self, raw, item, planner)
+        if placed is not None:
             in_place.append(item.storage_index.fqn)
-        return done
+        return placed
 
-    direct_read.DirectFileSystemReader._read_in_place = spy  # type: ignore[method-assign]
+    direct_read.DirectFileSystemReader._place = spy  # type: ignore[method-assign]
+    # Small requests, so that a tensor's bytes arrive in several pieces over several threads.
+    direct_read.READ_REQUEST_BYTES = 1024
     template = _state(fill=False)
     loaded = load_checkpoint_dir(_sharded(template), final)
     return {
