@@ -38,6 +38,7 @@ N_CHECKPOINTS = SIZES[0]
 N_UPDATES = 5
 CLIENT_THREADS = 8
 CEILING_SECONDS = 4.0
+REST_WAIT_S = 10.0
 CONVERGE_TIMEOUT_S = 900.0
 API = "/apis/cairn.dev/v1alpha1/namespaces/{ns}/checkpoints"
 BASELINE_NS = "baseline"
@@ -263,6 +264,9 @@ def _run(url: str, tmp: Path) -> dict[str, Any]:
         )
         skipped = _metric(metrics_url, "cairn_operator_checkpoint_events_skipped_total", "")
         rss = _rss_mib(operator.pid)
+        # At rest: kopf's per-object workers have idled out (idle_timeout 5 s), nothing queued.
+        time.sleep(REST_WAIT_S)
+        rest = _rss_mib(operator.pid, "VmRSS")
     finally:
         operator.terminate()
         operator.wait(30)
@@ -284,6 +288,8 @@ def _run(url: str, tmp: Path) -> dict[str, Any]:
         "idle_rss_mib": round(idle, 1),
         "peak_rss_mib": round(rss, 1),
         "rss_kib_per_checkpoint": round(1024 * (rss - idle) / N_CHECKPOINTS, 1),
+        "rest_rss_mib": round(rest, 1),
+        "rest_rss_kib_per_checkpoint": round(1024 * (rest - idle) / N_CHECKPOINTS, 1),
     }
 
 

@@ -21,6 +21,10 @@ ENV_GC_IMAGE = "CAIRN_GC_IMAGE"
 MAX_LISTED_DELETIONS = 64
 
 
+MIN_API_CONNECTIONS = 16
+"""The operator's watches (six kinds) plus room for its requests."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OperatorSettings:
     """Tunables of the Cairn operator (all durations in seconds)."""
@@ -41,6 +45,10 @@ class OperatorSettings:
     """Longest ``status.retention.plannedDeletions`` list (the plan itself is never truncated)."""
     posting_events: bool = True
     """Post Kubernetes Events (ResumeFallback, SaveStalled, PodRestarted, ...)."""
+    api_connections: int = 64
+    """Most connections to the API server at once (``connection.bounded_session``); requests
+    beyond it wait for a free one. Each of the operator's watches (Checkpoints, Pods, Jobs,
+    Nodes, JobSets, Kueue Workloads) holds one for as long as it runs."""
 
     def __post_init__(self) -> None:
         if self.health_interval_s <= 0:
@@ -51,6 +59,11 @@ class OperatorSettings:
             )
         if self.gc_backoff_limit < 0:
             raise ValueError(f"gc_backoff_limit={self.gc_backoff_limit} must be >= 0")
+        if self.api_connections < MIN_API_CONNECTIONS:
+            raise ValueError(
+                f"api_connections={self.api_connections} must be >= {MIN_API_CONNECTIONS}: the "
+                "operator's watches hold one connection each and requests need the rest"
+            )
         if self.max_observed_pods < 1:
             raise ValueError(f"max_observed_pods={self.max_observed_pods} must be >= 1")
         if not 1 <= self.max_planned_deletions <= MAX_LISTED_DELETIONS:

@@ -26,6 +26,7 @@ import kopf
 from cairn_agent.resource import contract
 
 from cairn_operator import k8s
+from cairn_operator.connection import bounded_session
 from cairn_operator.handlers import (
     cleanup,
     health,
@@ -120,11 +121,16 @@ def build_registry(ctx: OperatorContext, *, server: str | None = None) -> kopf.O
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry, id="login")
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # kopf's own login helpers, without the optional client libraries kopf would prefer.
+    async def login(**kwargs: Any) -> kopf.AiohttpSession | None:
+        # kopf's own login helpers, without the optional client libraries kopf would prefer;
+        # async, so that the session is created on the operator's event loop.
         if server is not None:
-            return kopf.ConnectionInfo(server=server, insecure=True)
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+            info: kopf.ConnectionInfo | None = kopf.ConnectionInfo(server=server, insecure=True)
+        else:
+            info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+        if info is None:
+            return None
+        return bounded_session(info, ctx.settings.api_connections)
 
     @kopf.on.event(*CHECKPOINT, registry=registry, id="checkpoint")
     async def checkpoint_event(event: kopf.RawEvent, patch: kopf.Patch, **_: Any) -> None:
