@@ -244,8 +244,12 @@ def test_cairn_operator_command_uses_the_kubeconfig(sandbox: Sandbox) -> None:
             timeout=60,
             what="the operator process to reconcile",
         )
-        assert obj["metadata"]["finalizers"] == ["cairn.dev/cleanup"] or wait_for(
-            lambda: sandbox.get("checkpoints", "cli")["metadata"].get("finalizers")
+        # The finalizer follows the status write (with its answer's resourceVersion).
+        assert obj["metadata"].get("finalizers") == ["cairn.dev/cleanup"] or wait_for(
+            lambda: (
+                sandbox.get("checkpoints", "cli")["metadata"].get("finalizers")
+                == ["cairn.dev/cleanup"]
+            )
         )
     finally:
         proc.terminate()

@@ -11,7 +11,7 @@ from cairn_operator.reconcile import preemption
 from cairn_operator.run import RunningOperator
 from cairn_operator.testing import Sandbox
 
-from tests.operator.conftest import checkpoint, condition, get_when, wait_events
+from tests.operator.conftest import checkpoint, condition, get_when, wait_events, wait_for
 from tests.preemption.conftest import node, training_pod
 
 
@@ -24,6 +24,8 @@ def last_preemption(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def preemptions(op: RunningOperator, name: str, reason: str) -> float:
+    """The operator's preemption counter. It moves once the handler's write has returned, just
+    after the object changed, so tests wait for it rather than read it once."""
     labels = {"namespace": "default", "name": name, "reason": reason}
     value = op.context.metrics.registry.get_sample_value("cairn_preemptions_total", labels)
     return value or 0.0
@@ -61,7 +63,7 @@ def test_node_drain_asks_once_and_records_the_answer(
     assert request["reason"].startswith("NodeCordoned: node/worker-1")
     events = wait_events(sandbox, "drain", "PreemptionAnnounced")
     assert request["requestId"] in events[0]["message"]
-    assert preemptions(operator, "drain", "NodeCordoned") == 1
+    wait_for(lambda: preemptions(operator, "drain", "NodeCordoned") == 1, what="the counter")
     obj = get_when(sandbox, "drain", lambda o: last_preemption(o).get("outcome") == "Pending")
     assert last_preemption(obj)["reason"] == "NodeCordoned"
 
@@ -94,7 +96,7 @@ def test_pod_deletion_alone_asks_for_a_save(sandbox: Sandbox, operator: RunningO
     obj = get_when(sandbox, "deleted", lambda o: save_now(o), what="a save request")
     assert save_now(obj)["requestId"] == f"preempt-pod-{pod['metadata']['uid']}"
     assert save_now(obj)["reason"].startswith("PodDeleting")
-    assert preemptions(operator, "deleted", "PodDeleting") == 1
+    wait_for(lambda: preemptions(operator, "deleted", "PodDeleting") == 1, what="the counter")
     sandbox.patch("pods", "deleted-0", {"metadata": {"finalizers": None}})
 
 
@@ -122,7 +124,7 @@ def test_kueue_eviction_and_suspended_jobset(sandbox: Sandbox, operator: Running
     )
     obj = get_when(sandbox, "queued", lambda o: save_now(o), what="a save request")
     assert save_now(obj)["reason"].startswith("WorkloadEvicted: workload/job-queued-abc")
-    assert preemptions(operator, "queued", "WorkloadEvicted") == 1
+    wait_for(lambda: preemptions(operator, "queued", "WorkloadEvicted") == 1, what="the counter")
     first = save_now(obj)["requestId"]
 
     # After the answer, the JobSet of the job being suspended is a new preemption.
@@ -148,7 +150,7 @@ def test_kueue_eviction_and_suspended_jobset(sandbox: Sandbox, operator: Running
     )
     assert save_now(obj)["reason"].startswith("JobSetSuspended: jobset/queued")
     assert last_preemption(obj)["outcome"] == "Pending"
-    assert preemptions(operator, "queued", "JobSetSuspended") == 1
+    wait_for(lambda: preemptions(operator, "queued", "JobSetSuspended") == 1, what="the counter")
 
 
 def test_preemption_safe_follows_the_measured_saves(

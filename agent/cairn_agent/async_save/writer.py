@@ -1,8 +1,9 @@
 """What the worker does for one save: this rank's DCP files, described and made durable.
 
-DCP's own ``FileSystemWriter.write_data`` writes the rank's plan (same files, same bytes as
-megatron-core's torch_dist writer), reading the tensors from the shared staging arena,
-through ``engine.dcp_files``: every byte written also feeds the file's CRC32C while it is in
+DCP's own ``FileSystemWriter.write_data`` writes the rank's plan (the same files and tensor
+bytes as megatron-core's torch_dist writer; only the zip records' CRC-32 is left out, see
+``dcp_files``), reading the tensors from the shared staging arena, through
+``engine.dcp_files``: every byte written also feeds the file's CRC32C while it is in
 cache, so the manifest entry of each file costs no second read, and writeback starts as the
 bytes arrive. The fsyncs of all files come in one overlapped batch at the end and go through
 the injected ``DurableIO`` seam, which is also where tests slow down or break one rank's
