@@ -255,7 +255,19 @@ def _sigterm_in_flight(root: Path, pids: list[int]) -> dict[str, Any]:
     first = _poll(lambda: _staged(root), STAGING_WAIT_S, every_s=0.001)
     gone = first is not None and _poll(lambda: _none_staged(root), STAGING_WAIT_S, 0.001)
     staged = _poll(lambda: _staged(root), STAGING_WAIT_S, every_s=0.001) if gone else None
-    return {**_sigterm(pids), "in_flight_iteration": staged}
+    signalled = _sigterm(pids)
+    # Watched now, not read from the final listing: by the time the run stops, later saves
+    # may have let retention (keep last 3) delete the in-flight one after its commit.
+    committed = staged is not None and _poll(
+        lambda: _committed(root, staged), STAGING_WAIT_S, every_s=0.001
+    )
+    return {**signalled, "in_flight_iteration": staged, "in_flight_committed": bool(committed)}
+
+
+def _committed(root: Path, iteration: int) -> bool | None:
+    from cairn_agent.storage import layout
+
+    return True if (root / layout.iteration_dir_name(iteration)).is_dir() else None
 
 
 def _staged(root: Path) -> int | None:

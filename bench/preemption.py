@@ -169,6 +169,7 @@ def _preempt(
     committed = committed_iterations(root)
     exit_at = max(float(r.get("exit_at") or 0.0) for r in stopped)
     in_flight = signalled.pop("in_flight_iteration", None)
+    in_flight_committed = signalled.pop("in_flight_committed", False)
     record: dict[str, Any] = {
         "kind": kind,
         "reached": reached,
@@ -182,7 +183,7 @@ def _preempt(
     }
     if kind == "sigterm_async_in_flight":
         record["in_flight_iteration"] = in_flight
-        record["in_flight_committed"] = in_flight is not None and in_flight in committed
+        record["in_flight_committed"] = in_flight_committed
     return record
 
 
