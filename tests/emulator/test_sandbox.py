@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -40,6 +44,32 @@ def test_serve_forever_writes_a_kubeconfig_and_stops(tmp_path: Path) -> None:
     assert seen == ["checkpoints.cairn.dev"]
     assert config["contexts"][0]["context"]["namespace"] == "default"
     assert config["clusters"][0]["cluster"]["server"].startswith("http://127.0.0.1:")
+
+
+def test_sigterm_stops_the_sandbox_and_removes_its_directory(tmp_path: Path) -> None:
+    """``cairn cluster`` stopped by ``kill`` (a supervisor, a bench) leaves nothing behind."""
+    kubeconfig = tmp_path / "kubeconfig"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    code = (
+        "from cairn_operator.testing import serve_forever\n"
+        f"serve_forever(kubeconfig_path={str(kubeconfig)!r})"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env={**os.environ, "TMPDIR": str(scratch)}
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not kubeconfig.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert kubeconfig.exists(), "the sandbox did not start"
+        assert list(scratch.glob("cairn-sandbox-*")), "the sandbox made no directory"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not list(scratch.glob("cairn-sandbox-*"))
 
 
 def test_wildcard_host_gives_a_reachable_url() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import tempfile
 import threading
 import urllib.error
@@ -360,6 +361,31 @@ def serve_forever(
     Writes a kubeconfig to ``kubeconfig_path`` (if given) once serving, then calls
     ``on_ready(sandbox)`` (e.g. to print the URL). ``jobs``: run Jobs (see ``Sandbox``)."""
     waiter = stop or threading.Event()
+    previous = _stop_on_sigterm(waiter)
+    try:
+        _serve(waiter, host, port, kubeconfig_path, crd_paths, jobs, on_ready)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm(waiter: threading.Event) -> Any:
+    """SIGTERM (``kill``, a supervisor stopping it) stops the sandbox like Ctrl-C does, so its
+    temporary directory is removed; the previous handler, or None off the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda *_: waiter.set())
+
+
+def _serve(
+    waiter: threading.Event,
+    host: str,
+    port: int,
+    kubeconfig_path: Path | str | None,
+    crd_paths: Iterable[Path | str | Traversable],
+    jobs: JobSettings | None,
+    on_ready: Callable[[Sandbox], None] | None,
+) -> None:
     with Sandbox(crd_paths, host=host, port=port, jobs=jobs) as sandbox:
         if kubeconfig_path is not None:
             sandbox.write_kubeconfig(kubeconfig_path)
