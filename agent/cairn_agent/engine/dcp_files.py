@@ -7,11 +7,11 @@ kernel's writeback every ``writeback_bytes`` (``storage.durable.start_writeback`
 works while the writer still produces bytes and the final fsync has little left to do.
 
 It also keeps ``torch.save`` from computing the zip format's own CRC-32 of every record
-(``torch.serialization.set_crc32_options``) while a save's items are written: that is a second
-inline pass over every byte, on one core, for a checksum nothing reads (``torch.load`` does not
-check it; the manifest's CRC32C covers every byte of the file). The switch is per thread. Profiled on 1 GiB it cost
-~0.3 s of a ~0.9 s write. Tools that test zip CRCs (``unzip -t``) then report mismatches on
-these files; ``cairn verify --deep`` is the check for Cairn's files.
+(``torch.serialization.set_crc32_options``, per thread) while a file's items are written: that
+is a second inline pass over every byte, on one core, for a checksum nothing reads
+(``torch.load`` does not check it; the manifest's CRC32C covers every byte of the file).
+Profiled on 1 GiB it cost ~0.3 s of a ~0.9 s write. Tools that test zip CRCs (``unzip -t``)
+report mismatches on these files; ``cairn verify --deep`` is the check for Cairn's files.
 
 Used by the sync engine (``sharded``) and by the async worker (``async_save.writer``): both
 write the same DCP files. Imports torch's DCP file system only, never megatron-core.
