@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from cairn_agent.resource import contract
-from cairn_operator.reconcile import preemption, preemption_safe
+from cairn_operator.reconcile import preemption, preemption_safe, preemption_signals
 from cairn_operator.reconcile.node_index import NodeIndex, PodRef
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -26,8 +26,10 @@ def pod(**extra: Any) -> dict[str, Any]:
 
 
 def test_pod_signals() -> None:
-    assert preemption.pod_signal(pod()) is None
-    deleting = preemption.pod_signal(pod(metadata={"deletionTimestamp": "2026-03-01T12:00:00Z"}))
+    assert preemption_signals.pod_signal(pod()) is None
+    deleting = preemption_signals.pod_signal(
+        pod(metadata={"deletionTimestamp": "2026-03-01T12:00:00Z"})
+    )
     assert deleting is not None and deleting.reason == "PodDeleting"
     evicted = pod(
         status={
@@ -37,24 +39,24 @@ def test_pod_signals() -> None:
         },
         metadata={"deletionTimestamp": "2026-03-01T12:00:00Z"},
     )
-    signal = preemption.pod_signal(evicted)
+    signal = preemption_signals.pod_signal(evicted)
     assert signal is not None and signal.reason == "PodEvicted"
     assert "EvictionByEvictionAPI" in signal.message
     # One pod, one announcement: eviction and deletion of the same pod share the key.
     assert signal.key == deleting.key and signal.request_id == "preempt-pod-u-1"
     finished = pod(metadata={"deletionTimestamp": "x"}, status={"phase": "Succeeded"})
-    assert preemption.pod_signal(finished) is None
-    assert preemption.grace_seconds_of(pod()) == 90
-    assert preemption.grace_seconds_of({"spec": {}}) == preemption.DEFAULT_GRACE_SECONDS
+    assert preemption_signals.pod_signal(finished) is None
+    assert preemption_signals.grace_seconds_of(pod()) == 90
+    assert preemption_signals.grace_seconds_of({"spec": {}}) == preemption.DEFAULT_GRACE_SECONDS
 
 
 def test_node_workload_and_jobset_signals() -> None:
-    assert preemption.node_state({"spec": {}}) is None
-    cordoned = preemption.node_state({"spec": {"unschedulable": True}})
+    assert preemption_signals.node_state({"spec": {}}) is None
+    cordoned = preemption_signals.node_state({"spec": {"unschedulable": True}})
     assert cordoned is not None and cordoned.reason == "NodeCordoned"
     prefer = {"spec": {"taints": [{"key": "a", "effect": "PreferNoSchedule"}]}}
-    assert preemption.node_state(prefer) is None
-    tainted = preemption.node_state(
+    assert preemption_signals.node_state(prefer) is None
+    tainted = preemption_signals.node_state(
         {"spec": {"taints": [{"key": "spot/reclaim", "effect": "NoExecute"}]}}
     )
     assert tainted is not None and tainted.reason == "NodeTainted"
@@ -67,8 +69,8 @@ def test_node_workload_and_jobset_signals() -> None:
         },
         "status": {"conditions": [{"type": "Admitted", "status": "True"}]},
     }
-    assert preemption.checkpoint_of(workload) == "job"
-    assert preemption.workload_signal(workload) is None
+    assert preemption_signals.checkpoint_of(workload) == "job"
+    assert preemption_signals.workload_signal(workload) is None
     workload["status"]["conditions"].append(
         {
             "type": "Evicted",
@@ -77,11 +79,11 @@ def test_node_workload_and_jobset_signals() -> None:
             "lastTransitionTime": "2026-03-01T12:00:00Z",
         }
     )
-    first = preemption.workload_signal(workload)
+    first = preemption_signals.workload_signal(workload)
     assert first is not None and first.reason == "WorkloadEvicted"
     # Evicted again after a readmission: a new transition time, a new preemption.
     workload["status"]["conditions"][-1]["lastTransitionTime"] = "2026-03-01T13:00:00Z"
-    again = preemption.workload_signal(workload)
+    again = preemption_signals.workload_signal(workload)
     assert again is not None and again.key != first.key
 
     jobset: dict[str, Any] = {
@@ -93,10 +95,10 @@ def test_node_workload_and_jobset_signals() -> None:
         },
         "spec": {"suspend": True},
     }
-    signal = preemption.suspended_signal(jobset, "JobSetSuspended")
+    signal = preemption_signals.suspended_signal(jobset, "JobSetSuspended")
     assert signal is not None and signal.key == "jobset-j-1-g3"
-    assert preemption.checkpoint_of(jobset) == "job"
-    assert preemption.checkpoint_of({"metadata": {"name": "other"}}) is None
+    assert preemption_signals.checkpoint_of(jobset) == "job"
+    assert preemption_signals.checkpoint_of({"metadata": {"name": "other"}}) is None
 
 
 def signal(
@@ -181,7 +183,7 @@ def test_node_index_meets_pods_and_nodes_in_either_order() -> None:
     index = NodeIndex()
     ref = PodRef(uid="u-1", name="train-0", namespace="default", checkpoint="job", node="n1")
     assert index.pod_seen(ref) is None
-    state = preemption.node_state({"spec": {"unschedulable": True}})
+    state = preemption_signals.node_state({"spec": {"unschedulable": True}})
     assert index.node_seen("n1", state) == [ref]
     later = PodRef(uid="u-2", name="train-1", namespace="default", checkpoint="job", node="n1")
     assert index.pod_seen(later) == state

@@ -32,7 +32,7 @@ from cairn_operator.handlers.common import (
     status_of,
     timed,
 )
-from cairn_operator.reconcile import conditions, preemption, preemption_safe
+from cairn_operator.reconcile import conditions, preemption, preemption_safe, preemption_signals
 from cairn_operator.reconcile.node_index import PodRef
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ async def _pod_job_signal(
         return signal
     url = k8s.job_url(pod.metadata.namespace or "", owners[0].get("name"))
     job = await k8s.get(url, settings=ctx.kopf_settings, logger=logger)
-    suspended = preemption.suspended_signal(job or {}, "JobSuspended")
+    suspended = preemption_signals.suspended_signal(job or {}, "JobSuspended")
     if suspended is None:
         return signal
     return preemption.Signal(
@@ -234,13 +234,13 @@ async def _on_pod(body: kopf.Body, deleted: bool, ctx: OperatorContext, logger: 
         node=body.spec.get("nodeName"),
     )
     node = ctx.nodes.pod_seen(pod)
-    signal = preemption.pod_signal(body)
+    signal = preemption_signals.pod_signal(body)
     if signal is not None:
         signal = await _pod_job_signal(body, signal, ctx, logger)
     elif node is not None and pod.node is not None:
-        signal = preemption.node_signal(pod.node, node, uid, pod.name)
+        signal = preemption_signals.node_signal(pod.node, node, uid, pod.name)
     else:
-        grace = preemption.grace_seconds_of(body)
+        grace = preemption_signals.grace_seconds_of(body)
         await _record_grace(namespace, checkpoint, grace, ctx, logger)
     if signal is not None:
         await _announce(namespace, checkpoint, signal, ctx, logger)
@@ -248,17 +248,17 @@ async def _on_pod(body: kopf.Body, deleted: bool, ctx: OperatorContext, logger: 
 
 async def _on_node(body: kopf.Body, deleted: bool, ctx: OperatorContext, logger: Any) -> None:
     name = str(body.metadata.name)
-    state = None if deleted else preemption.node_state(body)
+    state = None if deleted else preemption_signals.node_state(body)
     for pod in ctx.nodes.node_seen(name, state):
         if state is not None:
-            signal = preemption.node_signal(name, state, pod.uid, pod.name)
+            signal = preemption_signals.node_signal(name, state, pod.uid, pod.name)
             await _announce(pod.namespace, pod.checkpoint, signal, ctx, logger)
 
 
 async def _on_owner(
     body: kopf.Body, signal: preemption.Signal | None, ctx: OperatorContext, logger: Any
 ) -> None:
-    checkpoint = preemption.checkpoint_of(body)
+    checkpoint = preemption_signals.checkpoint_of(body)
     namespace = body.metadata.namespace
     if signal is not None and checkpoint and namespace:
         await _announce(namespace, checkpoint, signal, ctx, logger)
@@ -291,11 +291,11 @@ def register(registry: kopf.OperatorRegistry, ctx: OperatorContext) -> None:
     @timed(ctx, "kueue-workloads")
     async def workload_event(body: kopf.Body, event: kopf.RawEvent, logger: Any, **_: Any) -> None:
         if event.get("type") != "DELETED":
-            await _on_owner(body, preemption.workload_signal(body), ctx, logger)
+            await _on_owner(body, preemption_signals.workload_signal(body), ctx, logger)
 
     @kopf.on.event(*JOBSETS, registry=registry, id="jobsets")
     @timed(ctx, "jobsets")
     async def jobset_event(body: kopf.Body, event: kopf.RawEvent, logger: Any, **_: Any) -> None:
         if event.get("type") != "DELETED":
-            signal = preemption.suspended_signal(body, "JobSetSuspended")
+            signal = preemption_signals.suspended_signal(body, "JobSetSuspended")
             await _on_owner(body, signal, ctx, logger)

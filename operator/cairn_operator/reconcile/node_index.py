@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from cairn_operator.reconcile.preemption import NodeState
+from cairn_operator.reconcile.preemption_signals import NodeState
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
