@@ -8,6 +8,7 @@ barrier so both ranks start together.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from pathlib import Path
@@ -49,6 +50,9 @@ def baselines(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[
     for k, v in state.items():  # first touch, untimed: the floor is a pre-faulted copy
         dst[k].copy_(v)
     memcpy_s, _ = _timed(lambda: [dst[k].copy_(v) for k, v in state.items()])
+    # libc's memcpy, the floor of Cairn's staging copy (which uses it): reported beside the
+    # Tensor.copy_ floor above, which is what a clone-based stager (DCP's) pays.
+    libc_s, _ = _timed(lambda: [_memmove(dst[k], v) for k, v in state.items()])
     path = workdir / f"raw_{rank}.bin"
     write_s, _ = _timed(lambda: _write_fsync(path, state))
     path.unlink()
@@ -56,15 +60,25 @@ def baselines(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[
     evict([path])
     buf = bytearray(path.stat().st_size)
     read_s, _ = _timed(lambda: _read_into(path, buf))
+    # The disk's ceiling for reads: the same file cold again, read the way Cairn's loader reads
+    # (READ_THREADS threads of READ_REQUEST_BYTES requests), by both ranks at once.
+    evict([path])
+    read_parallel_s, _ = _timed(lambda: _read_parallel(path, buf))
     idle_rate = probe_rate(lambda: False, min_s=1.0)
     path.unlink()
     return {
         "memcpy_s": memcpy_s,
+        "memcpy_libc_s": libc_s,
         "write_s": write_s,
         "write_stream_s": write_stream_s,
         "read_s": read_s,
+        "read_parallel_s": read_parallel_s,
         "idle_rate": idle_rate,
     }
+
+
+def _memmove(dst: torch.Tensor, src: torch.Tensor) -> None:
+    ctypes.memmove(dst.data_ptr(), src.data_ptr(), src.numel() * src.element_size())
 
 
 def _write_fsync(path: Path, state: dict[str, torch.Tensor], stream: bool = False) -> None:
@@ -90,6 +104,21 @@ def _read_into(path: Path, buf: bytearray) -> None:
             if not n:
                 break
             view = view[n:]
+
+
+def _read_parallel(path: Path, buf: bytearray) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cairn_agent.engine.direct_read import READ_REQUEST_BYTES, READ_THREADS
+
+    view = memoryview(buf)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            offsets = range(0, len(buf), READ_REQUEST_BYTES)
+            list(pool.map(lambda o: os.preadv(fd, [view[o : o + READ_REQUEST_BYTES]], o), offsets))
+    finally:
+        os.close(fd)
 
 
 def torch_save(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[str, Any]:

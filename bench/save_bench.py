@@ -87,6 +87,7 @@ def _ratios(run: dict[str, dict[str, float]], per_rank_bytes: int) -> dict[str, 
     return {
         "blocking_over_memcpy": asy["blocking_s"] / base["memcpy_s"],
         "blocking_first_over_memcpy": asy["blocking_first_s"] / base["memcpy_s"],
+        "blocking_over_libc_memcpy": asy["blocking_s"] / base["memcpy_libc_s"],
         "durable_over_fsync": base["write_s"] / asy["e2e_s"],
         "durable_over_fsync_first": base["write_s"] / asy["e2e_first_s"],
         "durable_over_fsync_sync": base["write_s"] / sync["e2e_s"],
@@ -104,6 +105,9 @@ def _ratios(run: dict[str, dict[str, float]], per_rank_bytes: int) -> dict[str, 
         * 1024
         / per_rank_bytes,
         "cold_load_over_raw_read": sync["load_cold_s"] / base["read_s"],
+        "cold_load_over_best_read": sync["load_cold_s"]
+        / min(base["read_s"], base["read_parallel_s"]),
+        "parallel_read_over_raw_read": base["read_parallel_s"] / base["read_s"],
         **{f"fsync_over_{p}": base["write_s"] / run[p]["e2e_s"] for p in PEERS},
     }
 

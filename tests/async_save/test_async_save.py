@@ -351,3 +351,69 @@ def test_worker_runs_at_the_configured_cpu_and_io_priority_and_cores() -> None:
         assert worker.cpu_affinity() == [core]
     finally:
         queue.close()
+
+
+# --- the plan cache: a change on one rank replans everywhere; a failure raises everywhere -----
+
+
+def _plan_cache(rank: int, world: int, root_s: str) -> dict[str, Any]:
+    import torch
+    from cairn_agent.async_save import AsyncRequest, AsyncSaveQueue, plan
+    from cairn_agent.engine.save import SaveTarget
+    from cairn_agent.errors import CommitError
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    root = Path(root_s)
+    queue = AsyncSaveQueue()
+    out: dict[str, Any] = {"replans": [], "exact": []}
+    for step in (1, 2, 3):
+        sd = state(rank, world, step)
+        if rank == 1 and step >= 2:  # only rank 1's structure changes, from step 2 on
+            sd["extra"] = ShardedTensor.from_rank_offsets("extra", torch.full((5,), step * 1.0))
+        expected = plain(sd)
+        target = SaveTarget(root=root, iteration=step)
+        queue.schedule(AsyncRequest(sharded_state_dict=sd, target=target))
+        queue.maybe_finalize(blocking=True)
+        out["replans"].append(queue.stats().replans)
+        if step >= 2:
+            out["exact"].append(same(_load_with_extra(rank, world, root, step), expected))
+    if rank == 0:  # planning the next save fails on rank 0 only
+
+        def broken(*_args: Any) -> Any:
+            raise RuntimeError("injected planning failure")
+
+        plan._prepare_local = broken
+    try:
+        request = AsyncRequest(
+            sharded_state_dict=state(rank, world, 4), target=SaveTarget(root=root, iteration=4)
+        )
+        queue.schedule(request)
+        out["error"] = None
+    except CommitError as exc:
+        out["error"] = str(exc)
+    queue.close()
+    return out
+
+
+def _load_with_extra(rank: int, world: int, root: Path, step: int) -> dict[str, Any]:
+    import torch
+    from cairn_agent.engine.load import load_checkpoint_dir
+    from cairn_agent.storage import layout
+    from megatron.core.dist_checkpointing.mapping import ShardedTensor
+
+    template = empty_like(rank, world)
+    if rank == 1:
+        template["extra"] = ShardedTensor.from_rank_offsets("extra", torch.zeros(5))
+    return plain(load_checkpoint_dir(template, layout.iteration_dir(root, step)))
+
+
+def test_a_structure_change_on_one_rank_replans_on_every_rank_and_a_failure_raises_on_all(
+    tmp_path: Path,
+) -> None:
+    results = run_ranks(_plan_cache, WORLD, str(tmp_path))
+    for res in results:
+        # Save 2 changed rank 1's plan: every rank gathered again; save 3 reused it.
+        assert res["replans"] == [1, 2, 2]
+    assert results[0]["exact"] == results[1]["exact"] == [True, True]
+    assert "preparing the async save failed on rank 0: RuntimeError" in results[0]["error"]
+    assert "preparing the async save failed on another rank" in results[1]["error"]

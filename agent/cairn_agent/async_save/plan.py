@@ -7,9 +7,9 @@ megatron-core's key mapping (``_replace_state_dict_keys_with_sharded_keys`` +
 are exactly what ``megatron.core.dist_checkpointing.load`` reads.
 
 The plan is cached while the structure is unchanged: every save still builds its (cheap,
-local) plan, and one all-reduce decides on every rank together whether the cached global
-plan is reused or the plans are gathered again; ranks can never take different branches of a
-collective. Sharding integrity (megatron-core's all-gather of every shard's metadata) is
+local) plan, and one all-reduce (the same that agrees every rank planned) decides on every
+rank together whether the cached global plan is reused or the plans are gathered again; ranks
+can never take different branches of a collective. Sharding integrity (megatron-core's all-gather of every shard's metadata) is
 checked only when the structure changes.
 """
 
@@ -74,14 +74,21 @@ class SavePlanCache:
         Raises ``CommitError`` on every rank if planning failed on any rank.
         """
         rank = cdist.get_rank(self._group)
-        local = collectives.run_agreed(
+        cache = self._cache
+        # One collective on the usual path: "did every rank plan?" and "is every rank's plan
+        # the cached one?" are asked together.
+        local, same = collectives.run_agreed_with_vote(
             "preparing the async save",
             lambda: _prepare_local(sharded_state_dict, rank),
+            lambda prepared: cache is not None and cache.local_plan == prepared.plan,
             self._group,
         )
-        final_plan, metadata = self._global_plan(
-            local.plan, local.planner, local.sharded, local.common
-        )
+        if same and cache is not None:
+            final_plan, metadata = cache.final_plan, cache.metadata
+        else:
+            final_plan, metadata = self._global_plan(
+                local.plan, local.planner, local.sharded, local.common
+            )
         final_plan = local.planner.finish_plan(final_plan)
         tensors, byte_items = _resolve_items(final_plan, local.planner)
         return PlannedSave(final_plan, metadata, tensors, byte_items, local.common)
@@ -89,10 +96,6 @@ class SavePlanCache:
     def _global_plan(
         self, local_plan: SavePlan, planner: MCoreSavePlanner, sharded: Any, common: Any
     ) -> tuple[SavePlan, Metadata | None]:
-        cache = self._cache
-        same = cache is not None and cache.local_plan == local_plan
-        if collectives.all_agree(same, self._group) and cache is not None:
-            return cache.final_plan, cache.metadata
         # The structure changed on some rank: validate the sharding the way megatron-core does
         # (it does so on every save), then gather the local plans to the coordinator. Each
         # phase ends in an agreement, so a rank that fails never strands the others.
