@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bench._probes import evict, files_under, probe_rate, proc_status_kib
+from bench._probes import evict, files_under, probe_rate, proc_status_kib, settle_disk
 
 # Writer threads (files) per rank, as CheckpointConfig.storage_writers_per_rank defaults: with
 # writeback streamed during the write, one thread per rank matched or beat two and four on this
@@ -54,8 +54,10 @@ def baselines(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[
     # Tensor.copy_ floor above, which is what a clone-based stager (DCP's) pays.
     libc_s, _ = _timed(lambda: [_memmove(dst[k], v) for k, v in state.items()])
     path = workdir / f"raw_{rank}.bin"
+    settle_disk()
     write_s, _ = _timed(lambda: _write_fsync(path, state))
     path.unlink()
+    settle_disk()
     write_stream_s, _ = _timed(lambda: _write_fsync(path, state, stream=True))
     evict([path])
     buf = bytearray(path.stat().st_size)
@@ -228,6 +230,7 @@ def cairn_async(
         blocking.append(took)
         e2e.append(time.perf_counter() - start)
         _drop_older(root, it, rank)  # untimed: keeps the disk footprint at one checkpoint
+        settle_disk()  # so the next save does not write into the deletion's fast window
     hwm = proc_status_kib("VmHWM")
     queue.close()
     steady = e2e[1:-1] or e2e[1:]
@@ -267,4 +270,5 @@ def _clear(workdir: Path, rank: int) -> None:
     if rank == 0:
         for entry in workdir.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    settle_disk()
     dist.barrier()

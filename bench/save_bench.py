@@ -76,6 +76,8 @@ def _one_rep(rep: int, cfg: dict[str, Any]) -> dict[str, dict[str, float]]:
     for method in order:
         workdir = Path(cfg["workdir"])
         runs[method] = _slowest(_run_method(method, cfg))
+        # No settle_disk() needed after this cleanup: the next method's fresh processes import
+        # for ~7 s before their first write, longer than DISK_SETTLE_S.
         for entry in workdir.iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         print(f"rep {rep}: {method:15s} {runs[method]}", flush=True)
