@@ -54,7 +54,7 @@ def baselines(rank: int, state: dict[str, torch.Tensor], workdir: Path) -> dict[
     # Tensor.copy_ floor above, which is what a clone-based stager (DCP's) pays.
     libc_s, _ = _timed(lambda: [_memmove(dst[k], v) for k, v in state.items()])
     path = workdir / f"raw_{rank}.bin"
-    settle_disk()
+    # No settle before the first write: the process imported for ~7 s since the last delete.
     write_s, _ = _timed(lambda: _write_fsync(path, state))
     path.unlink()
     settle_disk()
@@ -229,8 +229,9 @@ def cairn_async(
         queue.maybe_finalize(blocking=True)
         blocking.append(took)
         e2e.append(time.perf_counter() - start)
-        _drop_older(root, it, rank)  # untimed: keeps the disk footprint at one checkpoint
-        settle_disk()  # so the next save does not write into the deletion's fast window
+        if it < saves:
+            _drop_older(root, it, rank)  # untimed: keeps the disk footprint at one checkpoint
+            settle_disk()  # so the next save does not write into the deletion's fast window
     hwm = proc_status_kib("VmHWM")
     queue.close()
     steady = e2e[1:-1] or e2e[1:]

@@ -31,16 +31,10 @@ from cairn_agent.async_save.arena import StagingArena
 from cairn_agent.async_save.finalize import InFlightSave, finalize_save
 from cairn_agent.async_save.plan import PlannedSave, SavePlanCache
 from cairn_agent.async_save.request import AsyncRequest, QueueStats
+from cairn_agent.async_save.resources import RankResources
 from cairn_agent.async_save.settings import WriterSettings
 from cairn_agent.async_save.slots import layout_slots
-from cairn_agent.async_save.worker import (
-    Attach,
-    Attached,
-    Done,
-    Failed,
-    WorkerDiedError,
-    WorkerHandle,
-)
+from cairn_agent.async_save.worker import Attached, Done, Failed, WorkerDiedError
 from cairn_agent.async_save.writer import WriteJob
 from cairn_agent.engine import dist as cdist
 from cairn_agent.engine.save import SaveTarget, prepare_staging
@@ -53,22 +47,6 @@ log = logging.getLogger(__name__)
 
 _STALL_POLL_S = 0.05
 """How often a bounded wait for a save in flight asks the other ranks."""
-
-
-class _Resources:
-    """The worker and arena, releasable without the queue (GC and exit hooks)."""
-
-    def __init__(self) -> None:
-        self.worker: WorkerHandle | None = None
-        self.arena: StagingArena | None = None
-
-    def release(self) -> None:
-        worker, self.worker = self.worker, None
-        if worker is not None:
-            worker.stop()
-        arena, self.arena = self.arena, None
-        if arena is not None:
-            arena.close()
 
 
 class AsyncSaveQueue:
@@ -91,13 +69,10 @@ class AsyncSaveQueue:
         self._group = group
         self._io = io
         self._worker_io = worker_io if worker_io is not None else DurableIO()
-        self._writer = writer or WriterSettings()
         self._planner = SavePlanCache(group)
-        self._res = _Resources()
+        self._res = RankResources(writer or WriterSettings())
         self._inflight: list[InFlightSave] = []
         self._next_job = 0
-        self._worker_arena: int | None = None
-        self._counts = {"workers": 0, "arenas": 0, "attaches": 0, "worker_ptr": 0}
         self._closed = False
         self.stall_limit_s: float | None = None
         """A save in flight longer than this is aborted rather than waited for (None: wait)."""
@@ -113,7 +88,7 @@ class AsyncSaveQueue:
         first save starts no process. ``wait`` returns only once it is ready (or ``timeout``).
         """
         self._check_open()
-        worker = self._ensure_worker()
+        worker = self._res.ensure_worker()
         if wait and not worker.wait_ready(timeout):
             log.warning("async save worker %s not ready after %.0f s", worker.pid, timeout)
 
@@ -125,7 +100,7 @@ class AsyncSaveQueue:
         """
         self._check_open()
         arena = self._arena_for(self._planner.plan(sharded_state_dict))
-        self._attach(self._ensure_worker(), arena)
+        self._res.attach(self._res.ensure_worker(), arena)
 
     def schedule(self, request: AsyncRequest) -> None:
         """COLLECTIVE: stage ``request`` and hand it to the worker; returns without writing.
@@ -185,7 +160,7 @@ class AsyncSaveQueue:
             committed.append(entry.request.target.iteration)
             self._run_on_commit(entry.request)
         if not self._persistent and not self._inflight:
-            self._stop_worker()
+            self._res.stop_worker()
         return committed
 
     def writes_in_progress(self) -> int:
@@ -246,18 +221,9 @@ class AsyncSaveQueue:
         """
         for entry in self._inflight:
             entry.error = entry.error or reason
-        worker, self._res.worker = self._res.worker, None
-        if worker is not None:
-            log.error(
-                "rank %d: killing async save worker %s: %s",
-                cdist.get_rank(self._group),
-                worker.pid,
-                reason,
-            )
-            worker.kill()
-        self._worker_arena = None
+        self._res.kill_worker(reason, cdist.get_rank(self._group))
         if not self._closed:
-            self._ensure_worker()  # start its successor now: the next save finds it ready
+            self._res.ensure_worker()  # start its successor now: the next save finds it ready
 
     def num_unfinalized(self) -> int:
         """Saves scheduled on this rank and not finalized yet."""
@@ -286,12 +252,12 @@ class AsyncSaveQueue:
         worker = self._res.worker
         return QueueStats(
             worker_pid=worker.pid if worker is not None and worker.is_alive() else None,
-            workers_started=self._counts["workers"],
-            arenas_created=self._counts["arenas"],
+            workers_started=self._res.counts.workers,
+            arenas_created=self._res.counts.arenas,
             saves_staged=arena.stage_count if arena is not None else 0,
             arena_data_ptr=arena.data_ptr() if arena is not None else 0,
-            worker_arena_data_ptr=self._counts["worker_ptr"],
-            worker_attaches=self._counts["attaches"],
+            worker_arena_data_ptr=self._res.counts.worker_ptr,
+            worker_attaches=self._res.counts.attaches,
             replans=self._planner.replans,
         )
 
@@ -301,42 +267,14 @@ class AsyncSaveQueue:
         if self._closed:
             raise RuntimeError("this AsyncSaveQueue is closed; create a new one to save again")
 
-    def _ensure_worker(self) -> WorkerHandle:
-        worker = self._res.worker
-        if worker is not None and worker.is_alive():
-            return worker
-        if worker is not None:
-            log.warning("async save worker %s is gone; starting a fresh one", worker.pid)
-            worker.stop()
-        self._res.worker = WorkerHandle(self._writer)
-        self._worker_arena = None
-        self._counts["workers"] += 1
-        return self._res.worker
-
-    def _stop_worker(self) -> None:
-        worker, self._res.worker = self._res.worker, None
-        if worker is not None:
-            worker.stop()
-
     def _arena_for(self, planned: PlannedSave) -> StagingArena:
-        slots = layout_slots(planned.plan)
-        arena = self._res.arena
-        if arena is not None and arena.matches(slots):
-            return arena
-        if arena is not None:
-            arena.close()
-        self._res.arena = arena = StagingArena(slots)
-        self._counts["arenas"] += 1
-        log.info(
-            "rank %d: staging arena of %d bytes allocated", cdist.get_rank(self._group), arena.size
-        )
-        return arena
+        return self._res.arena_for(layout_slots(planned.plan), cdist.get_rank(self._group))
 
     def _hand_off(self, entry: InFlightSave, planned: PlannedSave) -> None:
-        worker = self._ensure_worker()
+        worker = self._res.ensure_worker()
         arena = self._arena_for(planned)
         arena.stage(planned.tensors)
-        arena_id = self._attach(worker, arena)
+        arena_id = self._res.attach(worker, arena)
         target = entry.request.target
         worker.send(
             WriteJob(
@@ -351,14 +289,6 @@ class AsyncSaveQueue:
                 io=self._worker_io,
             )
         )
-
-    def _attach(self, worker: WorkerHandle, arena: StagingArena) -> int:
-        """Have ``worker`` map ``arena`` unless it already has; the arena's id."""
-        arena_id = self._counts["arenas"]
-        if self._worker_arena != arena_id:
-            worker.send_arena(Attach(arena_id, arena.slots), arena.fd)
-            self._worker_arena = arena_id
-        return arena_id
 
     def _coordinator_files(self, planned: PlannedSave, target: SaveTarget) -> dict[str, bytes]:
         if cdist.get_rank(self._group) != 0:
@@ -380,7 +310,7 @@ class AsyncSaveQueue:
                 log.error("rank %d: %s", cdist.get_rank(self._group), exc)
                 for entry in self._inflight:
                     entry.error = entry.error or str(exc)
-                self._stop_worker()
+                self._res.stop_worker()
                 return
             if reply is None:
                 return
@@ -388,8 +318,7 @@ class AsyncSaveQueue:
 
     def _handle(self, reply: Any) -> None:
         if isinstance(reply, Attached):
-            self._counts["attaches"] += 1
-            self._counts["worker_ptr"] = reply.data_ptr
+            self._res.attached(reply.data_ptr)
             return
         for entry in self._inflight:
             if isinstance(reply, Done) and reply.job_id == entry.job_id:

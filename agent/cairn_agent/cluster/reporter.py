@@ -26,6 +26,7 @@ from kubernetes.client import ApiClient, CustomObjectsApi
 
 from cairn_agent.cluster._backoff import Backoff, FailureLog, describe
 from cairn_agent.cluster.config import new_api_client
+from cairn_agent.cluster.status_history import StatusHistory
 from cairn_agent.resource import contract
 from cairn_agent.resource.status import (
     SAVE_PHASES,
@@ -86,9 +87,7 @@ class StatusReporter:
         self._clock = clock
         self._cond = threading.Condition()
         self._pending: dict[str, Any] = {}
-        self._saved: dict[int, dict[str, Any]] = {}  # merged with the server's by _seed
-        self._deleted: set[int] = set()
-        self._corrupt: list[dict[str, Any]] = []
+        self._history = StatusHistory()  # merged with the server's by _seed
         self._seeded = False
         self._in_flight = False
         self._force = False
@@ -164,12 +163,14 @@ class StatusReporter:
             manifest_digest=manifest_digest,
             verified=bool(verified),
         ).to_status()
-        self._update(lambda: self._saved_patch(entry))
+        self._update(
+            lambda: self._history.saved(entry, self._pending.get(contract.SAVE_IN_PROGRESS) or {})
+        )
 
     def report_deleted(self, iterations: Iterable[int]) -> None:
         """Retention removed these iterations from disk."""
         gone = {int(i) for i in iterations}
-        self._update(lambda: self._deleted_patch(gone))
+        self._update(lambda: self._history.deleted(gone))
 
     def report_save_phase(
         self,
@@ -234,7 +235,7 @@ class StatusReporter:
         entry = CorruptIteration(
             iteration=int(iteration), file=str(file), check=str(check), time=_now()
         ).to_status()
-        self._update(lambda: self._corrupt_patch(entry))
+        self._update(lambda: self._history.corrupt(entry))
 
     def published_resume_point(self) -> Mapping[str, Any] | None:
         """``status.resumeFrom`` as the operator published it; None if unset or unreachable.
@@ -293,55 +294,12 @@ class StatusReporter:
         if status is None:
             return False
         with self._cond:
-            for item in status.get(contract.SAVED_ITERATIONS) or ():
-                it = item.get("iteration") if isinstance(item, Mapping) else None
-                if isinstance(it, int) and it not in self._deleted:
-                    self._saved.setdefault(it, dict(item))
-            mine = {c["iteration"] for c in self._corrupt}
-            old = [
-                dict(c)
-                for c in status.get(contract.CORRUPT_ITERATIONS) or ()
-                if isinstance(c, Mapping) and c.get("iteration") not in mine
-            ]
-            self._corrupt = (old + self._corrupt)[-contract.MAX_CORRUPT_ITERATIONS :]
+            self._history.merge_server(status)
             for key in (contract.SAVED_ITERATIONS, contract.CORRUPT_ITERATIONS):
                 if key in self._pending:
-                    self._pending[key] = self._lists()[key]
+                    self._pending[key] = self._history.lists()[key]
             self._seeded = True
         return True
-
-    def _lists(self) -> dict[str, Any]:
-        newest = sorted(self._saved)[-contract.MAX_SAVED_ITERATIONS :]
-        self._saved = {it: self._saved[it] for it in newest}
-        return {
-            contract.SAVED_ITERATIONS: [self._saved[it] for it in newest],
-            contract.CORRUPT_ITERATIONS: list(self._corrupt),
-        }
-
-    def _saved_patch(self, entry: dict[str, Any]) -> dict[str, Any]:
-        self._saved[entry["iteration"]] = entry
-        self._deleted.discard(entry["iteration"])
-        saved = self._lists()[contract.SAVED_ITERATIONS]
-        patch: dict[str, Any] = {
-            contract.SAVED_ITERATIONS: saved,
-            contract.LATEST_COMMITTED: saved[-1]["iteration"],
-            contract.LAST_SAVE_TIME: entry["committedAt"],
-        }
-        flight = self._pending.get(contract.SAVE_IN_PROGRESS) or {}
-        if not flight or flight.get("iteration", -1) <= entry["iteration"]:
-            patch[contract.SAVE_IN_PROGRESS] = None
-        return patch
-
-    def _deleted_patch(self, gone: set[int]) -> dict[str, Any]:
-        self._deleted |= gone
-        for it in gone:
-            self._saved.pop(it, None)
-        return {contract.SAVED_ITERATIONS: self._lists()[contract.SAVED_ITERATIONS]}
-
-    def _corrupt_patch(self, entry: dict[str, Any]) -> dict[str, Any]:
-        self._corrupt = [c for c in self._corrupt if c.get("iteration") != entry["iteration"]]
-        self._corrupt = (self._corrupt + [entry])[-contract.MAX_CORRUPT_ITERATIONS :]
-        return {contract.CORRUPT_ITERATIONS: list(self._corrupt)}
 
     # --- sending ------------------------------------------------------------------------------
     def _start_sender(self) -> None:
@@ -386,7 +344,7 @@ class StatusReporter:
     def _reseeded(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``batch`` with its bounded lists rebuilt over the history just seeded."""
         with self._cond:
-            lists = self._lists()
+            lists = self._history.lists()
         return {k: lists.get(k, v) for k, v in batch.items()}
 
     def _send(self, batch: dict[str, Any]) -> bool:
