@@ -69,6 +69,22 @@ def test_other_views_go_through_copy_and_land_resolved(
     assert memmoves == []
 
 
+class _Wrapped(torch.Tensor):
+    """A tensor subclass: its bytes are its own business (FP8 wrappers, DTensor)."""
+
+
+def test_parameters_are_memmoved_and_tensor_subclasses_go_through_copy(
+    memmoves: list[int],
+) -> None:
+    param = torch.nn.Parameter(torch.rand(16))
+    dst = torch.empty(16)
+    copy_into(dst, param)
+    assert torch.equal(dst, param.detach()) and memmoves == [64]
+    wrapped = torch.rand(16).as_subclass(_Wrapped)
+    copy_into(dst, wrapped)
+    assert torch.equal(dst, wrapped.as_subclass(torch.Tensor)) and memmoves == [64]
+
+
 def test_a_dtype_mismatch_is_converted_not_reinterpreted(memmoves: list[int]) -> None:
     src = torch.arange(10, dtype=torch.int32)
     dst = torch.empty(10, dtype=torch.float32)

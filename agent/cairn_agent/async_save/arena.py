@@ -133,8 +133,11 @@ class StagingArena:
 
 def _is_dense_host_copy(dst: torch.Tensor, src: torch.Tensor) -> bool:
     """True when ``src``'s bytes are exactly what ``dst`` must hold, as one block in host memory."""
+    # Exactly a tensor or a parameter: a subclass (FP8 wrappers, DTensor) may hold its bytes
+    # elsewhere than data_ptr() says, and only its own copy_ knows.
     return (
-        src.device.type == "cpu"
+        type(src) in (torch.Tensor, torch.nn.Parameter)
+        and src.device.type == "cpu"
         and src.layout == torch.strided
         and not src.is_quantized
         and not src.is_conj()

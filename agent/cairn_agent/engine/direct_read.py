@@ -40,7 +40,11 @@ from cairn_agent.engine import _torch_compat
 READ_THREADS = 4
 """Reader threads per rank. A cold read of one file on this project's benchmark disk gives 1.36
 GiB/s to one sequential ``readinto`` and up to 1.88 GiB/s to 4 threads of 64 MiB requests, and
-no more to 8 (``bench/read_parallelism.py``, medians of 3); the GIL is released while reading."""
+no more to 8 (``bench/read_parallelism.py``, medians of 3); the GIL is released while reading.
+With two ranks reading at once the disk is the limit whatever the count: 1, 2 and 4 threads per
+rank read 1 GiB apiece in 1.50 / 1.39 / 1.52 s in one run and 1.23 / 1.19 / 1.22 s in another
+(medians of 4, interleaved), so the count is kept per rank rather than shared per node, where
+faster storage (NVMe arrays) wants more requests in flight, not fewer."""
 READ_REQUEST_BYTES = 64 << 20
 """Bytes per read request (large and sequential within each piece)."""
 
