@@ -9,8 +9,8 @@ are exactly what ``megatron.core.dist_checkpointing.load`` reads.
 The plan is cached while the structure is unchanged: every save still builds its (cheap,
 local) plan, and one all-reduce (the same that agrees every rank planned) decides on every
 rank together whether the cached global plan is reused or the plans are gathered again; ranks
-can never take different branches of a collective. Sharding integrity (megatron-core's all-gather of every shard's metadata) is
-checked only when the structure changes.
+can never take different branches of a collective. Sharding integrity (megatron-core's
+all-gather of every shard's metadata) is checked only when the structure changes.
 """
 
 from __future__ import annotations
