@@ -89,14 +89,17 @@ def agreed_outcome(
     fn: Callable[[], T], group: dist.ProcessGroup | None = None
 ) -> tuple[T | None, BaseException | None, bool]:
     """Run ``fn`` on every rank: ``(result, own error, ok everywhere)``; never raises."""
-    error: BaseException | None = None
-    result: T | None = None
+    result, error = _attempt(fn)
+    return result, error, all_agree(error is None, group)
+
+
+def _attempt(fn: Callable[[], T]) -> tuple[T | None, BaseException | None]:
+    """``(fn(), None)``, or ``(None, the error)`` when it raised."""
     try:
-        result = fn()
+        return fn(), None
     # DCP's CheckpointException derives from BaseException, not Exception.
     except (Exception, CheckpointException) as exc:  # noqa: BLE001 - returned to the caller
-        error = exc
-    return result, error, all_agree(error is None, group)
+        return None, exc
 
 
 def run_agreed(step: str, fn: Callable[[], T], group: dist.ProcessGroup | None = None) -> T:
@@ -123,19 +126,17 @@ def run_agreed_with_vote(
     agreement and the vote travel in one all-reduce: on a path where every collective is a
     stall of the training loop, this saves one round trip.
     """
-    result: T | None = None
-    error: BaseException | None = None
-    yes = False
-    try:
+
+    def run_and_vote() -> tuple[T, bool]:
         result = fn()
-        yes = bool(vote(result))
-    # DCP's CheckpointException derives from BaseException, not Exception.
-    except (Exception, CheckpointException) as exc:  # noqa: BLE001 - agreed on, then raised
-        error = exc
+        return result, bool(vote(result))
+
+    outcome, error = _attempt(run_and_vote)
+    yes = outcome is not None and outcome[1]
     failed, dissent = all_reduce_max_ints([int(error is not None), int(not yes)], group)
-    if failed:
+    if failed or outcome is None:
         _raise_failed(step, error, group)
-    return result, not dissent  # type: ignore[return-value]
+    return outcome[0], not dissent
 
 
 def _raise_failed(
