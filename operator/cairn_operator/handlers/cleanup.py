@@ -99,9 +99,12 @@ async def _finish_deletion(obj: Obj, ctx: OperatorContext) -> None:
     if read_spec(obj.get("spec") or {}).deletion_policy != "Delete":
         await _release(obj, ctx, "deletionPolicy Retain: the checkpoint data stays")
         return
-    job = _cleanup_job(obj, ctx)
-    url = k8s.job_url(key_of(obj)[0])
-    found, created = await k8s.create_if_absent(url, job, settings=ctx.kopf_settings, logger=log)
+    async with ctx.job_creations:
+        job = _cleanup_job(obj, ctx)
+        url = k8s.job_url(key_of(obj)[0])
+        found, created = await k8s.create_if_absent(
+            url, job, settings=ctx.kopf_settings, logger=log
+        )
     name = job["metadata"]["name"]
     if created:
         log.info("%s: deletionPolicy Delete: started Job %s", ref(obj), name)

@@ -37,12 +37,28 @@ PURPOSE = "retention"
 
 async def _ensure_gc_job(obj: Obj, spec: SpecView, view: StatusPlan, ctx: OperatorContext) -> str:
     """Create (or find) the retention Job; return when it was created (``lastRun``)."""
-    namespace, name = key_of(obj)
+    key = key_of(obj)
     command = gc_job.retention_command(spec.path, spec.retention, view, deep=spec.verify_deep)
-    job_name = gc_job.job_name(name, PURPOSE, [*command, *map(str, view.plan.delete)])
-    known = ctx.known_jobs.get((namespace, job_name))
-    if known is not None:
-        return known
+    job_name = gc_job.job_name(key[1], PURPOSE, [*command, *map(str, view.plan.delete)])
+    known_name, known_run = ctx.known_jobs.get(key, ("", ""))
+    if known_name == job_name:
+        return known_run
+    # The manifest is built inside the bound too: a reconcile waiting for its turn holds none.
+    async with ctx.job_creations:
+        last_run = await _create_gc_job(obj, spec, view, command, job_name, ctx)
+    ctx.known_jobs[key] = (job_name, last_run)
+    return last_run
+
+
+async def _create_gc_job(
+    obj: Obj,
+    spec: SpecView,
+    view: StatusPlan,
+    command: list[str],
+    job_name: str,
+    ctx: OperatorContext,
+) -> str:
+    namespace, name = key_of(obj)
     job = gc_job.build_gc_job(
         name=job_name,
         namespace=namespace,
@@ -64,9 +80,12 @@ async def _ensure_gc_job(obj: Obj, spec: SpecView, view: StatusPlan, ctx: Operat
         log.info("%s: retention: %s", ref(obj), message)
         post_event(obj, "Normal", "RetentionJobCreated", message)
     stamp = (found.get("metadata") or {}).get("creationTimestamp")
-    last_run = str(stamp) if stamp else format_time(ctx.clock())
-    ctx.known_jobs[(namespace, job_name)] = last_run
-    return last_run
+    return str(stamp) if stamp else format_time(ctx.clock())
+
+
+def forget(key: tuple[str, str], ctx: OperatorContext) -> None:
+    """Drop what is cached of a deleted Checkpoint's Jobs."""
+    ctx.known_jobs.pop(key, None)
 
 
 async def reconcile(obj: Obj, patch: kopf.Patch, ctx: OperatorContext) -> None:
