@@ -144,8 +144,9 @@ def _dcp(threads: int, saves: int) -> Any:
         from torch.distributed.checkpoint.filesystem import FileSystemWriter
 
         # Saves spaced as cairn_async's are: the first is the process's first write, the
-        # others follow the previous checkpoint's deletion and a settle. This disk slows over
-        # a run of writes, so steady saves are compared with steady saves, first with first.
+        # others follow the previous checkpoint's deletion and a settle, so that steady saves
+        # are compared with steady saves and first with first (a write's speed on this disk
+        # depends on what came before it; save.json reports dcp_save_steady_over_first).
         e2e = []
         for it in range(1, saves + 1):
             writer = FileSystemWriter(workdir / f"dcp_{it}", thread_count=threads)
