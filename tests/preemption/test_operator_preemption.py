@@ -9,7 +9,7 @@ from typing import Any
 from cairn_agent.resource import contract
 from cairn_operator.reconcile import preemption
 from cairn_operator.run import RunningOperator
-from cairn_operator.testing import Sandbox
+from cairn_operator.testing import Sandbox, SandboxApiError
 
 from tests.operator.conftest import checkpoint, condition, get_when, wait_events, wait_for
 from tests.preemption.conftest import node, training_pod
@@ -153,6 +153,44 @@ def test_kueue_eviction_and_suspended_jobset(sandbox: Sandbox, operator: Running
     wait_for(lambda: preemptions(operator, "queued", "JobSetSuspended") == 1, what="the counter")
 
 
+def grace(obj: dict[str, Any]) -> int | None:
+    """The pods' grace period the operator recorded in the Checkpoint's preemption ledger."""
+    text = (obj["metadata"].get("annotations") or {}).get(preemption.LEDGER_ANNOTATION)
+    return preemption.load_ledger(text).grace_seconds
+
+
+def _gone(sandbox: Sandbox, name: str) -> bool:
+    try:
+        sandbox.get("checkpoints", name)
+    except SandboxApiError as exc:
+        return exc.status == 404
+    return False
+
+
+def test_a_checkpoint_created_again_gets_the_grace_period_recorded_again(
+    sandbox: Sandbox, operator: RunningOperator
+) -> None:
+    sandbox.create(checkpoint("again"))
+    sandbox.create(node("worker-4"))
+    sandbox.create(training_pod("again-0", "again", "worker-4", grace=25))
+    get_when(sandbox, "again", lambda o: grace(o) == 25, what="the grace period recorded")
+
+    sandbox.delete("checkpoints", "again")
+    wait_for(lambda: _gone(sandbox, "again"), what="the Checkpoint deleted")
+    # Nothing of the deleted Checkpoint stays in the operator's per-Checkpoint caches.
+    key = ("default", "again")
+    wait_for(
+        lambda: key not in operator.context.recorded_grace and key not in operator.context.locks,
+        what="the deleted Checkpoint forgotten",
+    )
+
+    # The same name again, and the restarted job's pod with the same grace period: the new
+    # object's ledger starts empty, so the operator must write the grace period again.
+    sandbox.create(checkpoint("again"))
+    sandbox.create(training_pod("again-1", "again", "worker-4", grace=25))
+    get_when(sandbox, "again", lambda o: grace(o) == 25, what="the grace period recorded again")
+
+
 def test_preemption_safe_follows_the_measured_saves(
     sandbox: Sandbox, operator: RunningOperator
 ) -> None:
@@ -169,10 +207,6 @@ def test_preemption_safe_follows_the_measured_saves(
 
     obj = get_when(sandbox, "sized", safe("Unknown"), what="PreemptionSafe Unknown")
     assert condition(obj, contract.COND_PREEMPTION_SAFE)["reason"] == "NoMeasurements"  # type: ignore[index]
-
-    def grace(obj: dict[str, Any]) -> int | None:
-        text = (obj["metadata"].get("annotations") or {}).get(preemption.LEDGER_ANNOTATION)
-        return preemption.load_ledger(text).grace_seconds
 
     get_when(sandbox, "sized", lambda o: grace(o) == 20, what="the pods' grace period recorded")
 

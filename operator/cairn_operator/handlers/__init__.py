@@ -71,6 +71,7 @@ async def reconcile_checkpoint(
     key = key_of(obj)
     if event_type == "DELETED":
         ctx.watermarks.forget(key)
+        ctx.forget(key)
         retention.forget(key, ctx)
         health.remember(obj, True, ctx)
         summary.forget(obj, ctx)

@@ -82,6 +82,19 @@ class OperatorContext:
         """The write lock of one Checkpoint (created on first use)."""
         return self.locks.setdefault((namespace, name), asyncio.Lock())
 
+    def forget(self, key: tuple[str, str]) -> None:
+        """Drop what is kept per Checkpoint of one that was deleted.
+
+        A Checkpoint created again under the same name must not inherit the old one's
+        ``recorded_grace`` (its ledger starts empty and needs the grace period written again).
+        A lock still held stays: its holder's read-modify-write is then guarded by the
+        object's resourceVersion alone, and the next deletion or the operator's exit drops it.
+        """
+        self.recorded_grace.pop(key, None)
+        lock = self.locks.get(key)
+        if lock is not None and not lock.locked():
+            del self.locks[key]
+
 
 def timed(
     ctx: OperatorContext, name: str
