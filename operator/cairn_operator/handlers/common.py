@@ -87,8 +87,8 @@ class OperatorContext:
 
         A Checkpoint created again under the same name must not inherit the old one's
         ``recorded_grace`` (its ledger starts empty and needs the grace period written again).
-        A lock still held stays: its holder's read-modify-write is then guarded by the
-        object's resourceVersion alone, and the next deletion or the operator's exit drops it.
+        A lock still held stays, so its holder finishes under it; the next deletion of that
+        name, or the operator's exit, drops it.
         """
         self.recorded_grace.pop(key, None)
         lock = self.locks.get(key)
